@@ -1,0 +1,76 @@
+"""Sessions for tests, lint, the demo and the packaging check. Run ``nox -l`` to list them.
+
+All installs go through one helper, :func:`install`, which pins torch to the local CPU build and skips the
+pip call entirely when the session's venv already holds exactly what was asked for (venvs are reused, so a
+second run does not reinstall torch).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).parent
+CORE = ROOT / "packages" / "tracetorch-core"
+TORCH = "torch==2.13.0"  # the CPU build on this machine's disk; a bare "torch" would download a CUDA build
+
+nox.options.reuse_existing_virtualenvs = True
+nox.options.default_venv_backend = "venv"
+nox.options.sessions = ["lint", "tests"]
+
+
+def install(session: nox.Session, *requirements: str, editable: tuple[Path, ...] = ()) -> None:
+    """Install ``requirements`` (and ``editable`` local packages) with torch pinned; skip if unchanged.
+
+    The stamp records the requirement list and the content of each local package's pyproject.toml, so a
+    change to dependencies reinstalls and anything else does not.
+    """
+    if not isinstance(session.virtualenv, nox.virtualenv.VirtualEnv):
+        session.error("install() needs a session with a virtualenv")
+    args = [TORCH, *requirements]
+    for path in editable:
+        args += ["-e", str(path)]
+    key = json.dumps([args, [(path / "pyproject.toml").read_text() for path in editable]])
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    stamp = Path(session.virtualenv.location) / ".tracetorch-install"
+    if stamp.exists() and stamp.read_text() == digest:
+        session.log("requirements unchanged; skipping install")
+        return
+    session.install(*args)
+    stamp.write_text(digest)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Core test suite (pytest). Extra pytest arguments pass through: ``nox -s tests -- -k scan``."""
+    install(session, "pytest>=7", editable=(CORE,))
+    session.run("pytest", str(CORE / "tests"), *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff: lint and format check over the whole repository."""
+    install(session, "ruff==0.17.6")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """The main job until the pretrained byte LM lands: a short tour of the core on a toy stream."""
+    install(session, editable=(CORE,))
+    session.run("python", str(ROOT / "experiments" / "core_demo" / "demo.py"), *session.posargs)
+
+
+@nox.session(reuse_venv=False)
+def isolation(session: nox.Session) -> None:
+    """Install only tracetorch-core into a fresh venv and check nothing beyond its dependency closure came.
+
+    Uses a new venv every time on purpose (that is the point of the check).
+    """
+    session.install(TORCH)  # pin first, so the core's torch>=2.1 is already satisfied by the local CPU build
+    session.install(str(CORE))
+    session.run("python", str(CORE / "tests" / "check_isolation.py"))

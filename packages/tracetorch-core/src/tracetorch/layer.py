@@ -1,0 +1,367 @@
+"""``tt.Layer``: the base of every stateful layer.
+
+A layer is a thin stateful shell around a pure step function ``(x, state, params) -> (y, state)`` from
+:mod:`tracetorch.functional`. The shell
+
+* declares named hidden states and creates them lazily from the first input's shape, dtype and device, and
+  refuses (``StateError``) to continue a stream whose batch or feature size changed;
+* defines parameters: scalar (rank 0) or per-neuron (rank 1), learnable (``nn.Parameter``) or fixed (buffer),
+  stored raw and read through a smooth constraint (``params.py``); ``layer.beta`` is the effective value;
+* knows which input axis holds the features (``dim=``) and broadcasts per-neuron parameters along it, so one
+  class serves ``[B, N]``, ``[B, C, H, W]`` (``dim=-3``) and other layouts without moving any data;
+* runs one step per call (streaming) and a whole sequence with :meth:`Layer.scan` (time first), which
+  continues from and leaves the hidden state exactly as the step loop would.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .errors import StateError
+from .params import Constraint, get_constraint
+from .state import Stateful
+
+__all__ = ["Layer", "step_loop"]
+
+
+def step_loop(step, x_seq: Tensor, state: Sequence[Tensor], params: Any) -> tuple[Tensor, Any]:
+    """Reference sequence mode: apply ``step`` to each time slice of ``x_seq`` ``[T, ...]`` in order.
+
+    Slices come from ``unbind`` (one autograd node for all of them): indexing ``x_seq[t]`` in the loop would
+    make the backward pass O(T^2).
+    """
+    ys = []
+    for x in x_seq.unbind(0):
+        y, state = step(x, state, params)
+        ys.append(y)
+    return torch.stack(ys), state
+
+
+class Layer(Stateful):
+    """Base class of stateful layers.
+
+    Args:
+        num_neurons: size of the feature axis of the hidden states (and of the input, unless
+            ``in_features`` differs).
+        dim: which axis of the per-step input holds the features: ``-1`` for ``[B, N]``, ``-3`` for
+            ``[B, C, H, W]``. Negative values are recommended; a non-negative one counts from the first axis
+            of the per-step input (``scan`` accounts for the extra leading time axis).
+        in_features: size of the input's feature axis when it differs from ``num_neurons``.
+
+    Subclasses call :meth:`define_state` and :meth:`define_parameter` (or :meth:`define_decay`,
+    :meth:`define_threshold`) in ``__init__``, set ``Params`` (a ``NamedTuple`` type naming the parameters
+    the step uses, in order) and optionally ``State``, and implement :meth:`step`. A faster whole-sequence
+    path goes in :meth:`sequence`; it must give the same numbers as the step loop.
+    """
+
+    State: type | None = None
+    Params: type | None = None
+
+    def __init__(self, num_neurons: int, dim: int = -1, in_features: int | None = None) -> None:
+        super().__init__()
+        for what, v in (("num_neurons", num_neurons), ("in_features", in_features)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ValueError(f"{type(self).__name__}: {what} must be a positive int, got {v!r}")
+        if isinstance(dim, bool) or not isinstance(dim, int):
+            raise TypeError(f"{type(self).__name__}: dim must be an int, got {dim!r}")
+        self.num_neurons = num_neurons
+        self.in_features = num_neurons if in_features is None else in_features
+        self.dim = dim
+        self._constraints: dict[str, Constraint] = {}
+        self._folded: dict[str, Tensor] = {}
+        self._warned_folded = False
+        self.register_load_state_dict_post_hook(_refold_after_load)
+
+    # -- parameters ---------------------------------------------------------------------------------------
+
+    def define_parameter(
+        self,
+        name: str,
+        value: float | Tensor,
+        *,
+        rank: int = 1,
+        learnable: bool = True,
+        constraint: str | Constraint | None = None,
+    ) -> None:
+        """Define parameter ``name``: stored as ``raw_<name>``, read as ``layer.<name>`` through ``constraint``.
+
+        Args:
+            value: a number or a 0-d tensor (fills the parameter) or, for ``rank=1``, a 1-d tensor of
+                ``num_neurons`` values.
+            rank: 0 for one shared scalar, 1 for one value per neuron.
+            learnable: ``nn.Parameter`` if True, else a buffer (saved in ``state_dict``, not trained).
+            constraint: ``None``/``"identity"``, ``"sigmoid"`` (decays), ``"softplus"`` (thresholds),
+                ``"exp"`` or a :class:`~tracetorch.params.Constraint`.
+        """
+        if not name.isidentifier():
+            raise ValueError(f"parameter name must be a Python identifier, got {name!r}")
+        if name in self._constraints or name in self._states or hasattr(type(self), name) or name in self.__dict__:
+            raise ValueError(f"{type(self).__name__} already has an attribute called {name!r}")
+        c = get_constraint(constraint)
+        t = self._init_tensor(name, value, rank)
+        c.check(t, learnable, type(self).__name__, name)
+        raw = c.inverse(t).detach().clone()
+        if learnable:
+            self.register_parameter(f"raw_{name}", nn.Parameter(raw))
+        else:
+            self.register_buffer(f"raw_{name}", raw)
+        self._constraints[name] = c
+
+    def define_decay(self, name: str, value: float | Tensor, *, rank: int = 1, learnable: bool = True) -> None:
+        """A decay in [0, 1] (``sigmoid`` constraint); 1 is allowed only for a fixed (non-learnable) decay."""
+        self.define_parameter(name, value, rank=rank, learnable=learnable, constraint="sigmoid")
+
+    def define_threshold(self, name: str, value: float | Tensor, *, rank: int = 1, learnable: bool = True) -> None:
+        """A positive threshold (``softplus`` constraint); 0 is allowed only for a fixed threshold."""
+        self.define_parameter(name, value, rank=rank, learnable=learnable, constraint="softplus")
+
+    @property
+    def parameter_names(self) -> tuple[str, ...]:
+        """Names of the defined (constrained) parameters, in definition order."""
+        return tuple(self._constraints)
+
+    def raw(self, name: str) -> Tensor:
+        """The stored raw tensor of parameter ``name`` (an ``nn.Parameter`` if learnable, else a buffer)."""
+        key = f"raw_{name}"
+        t = self._parameters.get(key)
+        return t if t is not None else self._buffers[key]
+
+    def effective(self, name: str) -> Tensor:
+        """The effective value of parameter ``name`` (shape ``[]`` or ``[num_neurons]``)."""
+        folded = self._folded.get(name)
+        if folded is not None:
+            return folded
+        return self._constraints[name].forward(self.raw(name))
+
+    def set_parameter(self, name: str, value: float | Tensor) -> None:
+        """Set parameter ``name`` to an effective ``value`` (goes through the constraint's inverse)."""
+        raw = self.raw(name)
+        c = self._constraints[name]
+        t = self._init_tensor(name, value, raw.ndim)
+        c.check(t, isinstance(raw, nn.Parameter) and raw.requires_grad, type(self).__name__, name)
+        with torch.no_grad():
+            raw.copy_(c.inverse(t.to(dtype=raw.dtype, device=raw.device)))
+        if name in self._folded:
+            self._fold(True)
+
+    def _init_tensor(self, name: str, value: float | Tensor, rank: int) -> Tensor:
+        what = f"{type(self).__name__}: {name}"
+        if rank not in (0, 1):
+            raise ValueError(f"{what}: rank must be 0 (scalar) or 1 (per neuron), got {rank!r}")
+        if isinstance(value, Tensor):
+            t = value.detach()
+            if not t.is_floating_point():
+                t = t.to(torch.get_default_dtype())
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            t = torch.tensor(float(value), dtype=torch.get_default_dtype())
+        else:
+            raise TypeError(f"{what}: expected a number or a tensor, got {type(value).__name__}")
+        if t.ndim == 0:
+            return t.expand(self.num_neurons).clone() if rank == 1 else t.clone()
+        if t.ndim == 1 and rank == 1:
+            if t.numel() != self.num_neurons:
+                raise ValueError(f"{what}: expected {self.num_neurons} values (one per neuron), got {t.numel()}")
+            return t.clone()
+        raise ValueError(
+            f"{what}: a rank-{rank} parameter takes a number"
+            + (f" or a 1-d tensor of {self.num_neurons} values" if rank == 1 else " or a 0-d tensor")
+            + f", got a tensor of shape {tuple(t.shape)}"
+        )
+
+    def params(self, ndim: int) -> Any:
+        """Effective parameter values for a per-step input with ``ndim`` axes, shaped to broadcast along
+        the feature axis, packed as ``self.Params`` (or a tuple in definition order)."""
+        if self._folded and not self._warned_folded and torch.is_grad_enabled():
+            self._warn_if_training_folded()
+        names = self.Params._fields if self.Params is not None else tuple(self._constraints)
+        d = self.feature_dim(ndim)
+        values = []
+        for name in names:
+            v = self.effective(name)
+            if v.ndim == 1 and d != -1:
+                v = v.view(v.shape + (1,) * (-d - 1))
+            values.append(v)
+        return self.Params(*values) if self.Params is not None else tuple(values)
+
+    # -- TTcompile ------------------------------------------------------------------------------------------
+
+    def _fold(self, on: bool) -> None:
+        """Fold constrained parameters into cached effective values (``on``) or drop the cache.
+
+        The raw tensors are untouched, so ``state_dict`` keys, optimiser references and exact values survive
+        a TTcompile/TTdecompile round trip (no inverse is ever applied to a folded value).
+        """
+        self._folded = {}
+        if on:
+            with torch.no_grad():
+                self._folded = {n: c.forward(self.raw(n)).detach() for n, c in self._constraints.items()}
+        self._warned_folded = False
+
+    def _warn_if_training_folded(self) -> None:
+        if any(self.raw(n).requires_grad for n in self._folded):
+            self._warned_folded = True
+            warnings.warn(
+                f"{type(self).__name__} is TTcompiled: its constrained parameters are folded constants and "
+                "receive no gradient. Call TTdecompile() before training.",
+                stacklevel=3,
+            )
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        if self._folded:
+            self._fold(True)
+        return self
+
+    # -- layout and states ----------------------------------------------------------------------------------
+
+    def feature_dim(self, ndim: int) -> int:
+        """The feature axis, as a negative index, for a per-step input with ``ndim`` axes."""
+        d = self.dim
+        if not -ndim <= d < ndim:
+            raise ValueError(
+                f"{type(self).__name__}(dim={d}) got a {ndim}-d per-step input: axis {d} does not exist. "
+                "dim=-1 suits [B, N] inputs, dim=-3 suits [B, C, H, W]."
+            )
+        return d - ndim if d >= 0 else d
+
+    def check_input(self, shape: Sequence[int]) -> int:
+        """Validate a per-step input shape; returns the (negative) feature axis."""
+        d = self.feature_dim(len(shape))
+        if shape[d] != self.in_features:
+            raise ValueError(
+                f"{type(self).__name__} expects {self.in_features} features along dim {self.dim}, "
+                f"got a per-step input of shape {tuple(shape)}"
+            )
+        return d
+
+    def state_shape(self, name: str, input_shape: torch.Size) -> torch.Size:
+        """Shape of state ``name`` for a per-step input of ``input_shape`` (default: the input's shape with
+        ``num_neurons`` on the feature axis). Override for states of another shape."""
+        if self.in_features == self.num_neurons:
+            return input_shape
+        shape = list(input_shape)
+        shape[self.feature_dim(len(shape))] = self.num_neurons
+        return torch.Size(shape)
+
+    def check_state_tensor(self, name: str, value: Tensor) -> str | None:
+        problem = super().check_state_tensor(name, value)
+        if problem:
+            return problem
+        if value.ndim == 0 or not -value.ndim <= self.dim < value.ndim:
+            return f"shape {tuple(value.shape)} has no axis {self.dim} (the layer's dim)"
+        want = self.state_shape(name, _as_input_shape(self, value.shape))
+        if value.shape != want:
+            return f"shape {tuple(value.shape)} does not fit {type(self).__name__} (expected {tuple(want)})"
+        return None
+
+    def prepare_states(self, input_shape: torch.Size, dtype: torch.dtype, device: torch.device) -> Any:
+        """The current states for a per-step input of ``input_shape``: created as zeros if not yet there,
+        else checked against it (``StateError`` if the batch or feature size changed mid-stream)."""
+        values = []
+        for name, s in self._states.items():
+            want = self.state_shape(name, input_shape)
+            if s is None:
+                s = torch.zeros(want, dtype=dtype, device=device)
+            elif s.shape != want or s.device != device:
+                raise StateError(
+                    f"{type(self).__name__}: hidden state {name!r} has shape {tuple(s.shape)} on {s.device}, "
+                    f"but a per-step input of shape {tuple(input_shape)} on {device} needs {tuple(want)}. "
+                    "The batch or feature size (or device) changed mid-stream; call zero_states() to start "
+                    "a new stream. States are never re-initialised silently."
+                )
+            values.append(s)
+        return self.State._make(values) if self.State is not None else tuple(values)
+
+    def store_states(self, new_state: Sequence[Tensor]) -> None:
+        """Write the step's returned state back, in declaration order."""
+        states = self._states
+        if len(new_state) != len(states):
+            raise RuntimeError(f"{type(self).__name__}.step returned {len(new_state)} states, expected {len(states)}")
+        for name, value in zip(states, new_state, strict=True):
+            states[name] = value
+
+    # -- computation ----------------------------------------------------------------------------------------
+
+    def step(self, x: Tensor, state: Any, params: Any) -> tuple[Tensor, Any]:
+        """One time step: a call into a pure function of :mod:`tracetorch.functional`."""
+        raise NotImplementedError(f"{type(self).__name__} must implement step(x, state, params)")
+
+    def sequence(self, x_seq: Tensor, state: Any, params: Any) -> tuple[Tensor, Any]:
+        """Whole-sequence computation for ``x_seq`` ``[T, ...]``. The default is the reference step loop;
+        layers override it with a faster path that gives the same outputs, final state and gradients."""
+        return step_loop(self.step, x_seq, state, params)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """One time step: ``x`` is the per-step input (e.g. ``[B, N]``); returns the per-step output."""
+        self.check_input(x.shape)
+        state = self.prepare_states(x.shape, x.dtype, x.device)
+        y, new_state = self.step(x, state, self.params(x.ndim))
+        self.store_states(new_state)
+        return y
+
+    def scan(self, x_seq: Tensor) -> Tensor:
+        """Run a whole sequence ``x_seq`` ``[T, *step_shape]`` (time first); returns ``[T, *out_shape]``.
+
+        Continues from the current hidden state and leaves the final one in the layer: the same outputs,
+        final states and gradients as calling the layer once per step.
+        """
+        if not isinstance(x_seq, Tensor) or x_seq.ndim < 2:
+            raise ValueError(
+                f"{type(self).__name__}.scan expects a tensor [T, *step_shape] with time first, got "
+                f"{tuple(x_seq.shape) if isinstance(x_seq, Tensor) else type(x_seq).__name__}"
+            )
+        if x_seq.shape[0] == 0:
+            raise ValueError(f"{type(self).__name__}.scan got an empty sequence (T = 0)")
+        step_shape = x_seq.shape[1:]
+        self.check_input(step_shape)
+        state = self.prepare_states(step_shape, x_seq.dtype, x_seq.device)
+        ys, new_state = self.sequence(x_seq, state, self.params(len(step_shape)))
+        self.store_states(new_state)
+        return ys
+
+    # -- attribute access: layer.<param> is the effective value ------------------------------------------
+
+    def __getattr__(self, name: str) -> Any:
+        constraints = self.__dict__.get("_constraints")
+        if constraints is not None and name in constraints:
+            return self.effective(name)
+        return super().__getattr__(name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        constraints = self.__dict__.get("_constraints")
+        if constraints is not None and name in constraints:
+            self.set_parameter(name, value)
+            return
+        super().__setattr__(name, value)
+
+    def extra_repr(self) -> str:
+        parts = [str(self.num_neurons)]
+        if self.in_features != self.num_neurons:
+            parts.append(f"in_features={self.in_features}")
+        parts.append(f"dim={self.dim}")
+        for name, c in self._constraints.items():
+            raw = self.raw(name)
+            kind = "learnable" if isinstance(raw, nn.Parameter) and raw.requires_grad else "fixed"
+            parts.append(f"{name}=({c.name}, {'per-neuron' if raw.ndim else 'scalar'}, {kind})")
+        if self._folded:
+            parts.append("TTcompiled")
+        return ", ".join(parts)
+
+
+def _as_input_shape(layer: Layer, state_shape: torch.Size) -> torch.Size:
+    """The per-step input shape that would produce a state of ``state_shape`` (used to validate loads)."""
+    if layer.in_features == layer.num_neurons:
+        return state_shape
+    shape = list(state_shape)
+    shape[layer.feature_dim(len(shape))] = layer.in_features
+    return torch.Size(shape)
+
+
+def _refold_after_load(module: nn.Module, incompatible_keys: Any) -> None:
+    if isinstance(module, Layer) and module._folded:
+        module._fold(True)

@@ -1,0 +1,191 @@
+"""Saving and loading hidden states: safetensors files (or ``.pt`` read with ``weights_only=True``).
+
+A state file maps ``path.state_name`` keys (see :func:`tracetorch.get_states`) to tensors. States that were
+never created are listed in the metadata (``none_states``), so that a snapshot taken before the first step
+loads back strictly. Writes go to a temporary file that replaces the target only when complete; loads
+validate every key, shape and dtype before assigning anything.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from .errors import StateLoadError
+from .state import Stateful, get_states, named_stateful
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "LoadResult", "load_states", "read_states", "save_states", "write_states"]
+
+FORMAT = "tracetorch.states"
+FORMAT_VERSION = 1
+_RESERVED = ("format", "format_version", "tracetorch_version", "none_states")
+
+
+class LoadResult(NamedTuple):
+    """What :func:`load_states` did: keys the model has but the source lacked, keys it ignored, file metadata."""
+
+    missing_keys: list[str]
+    unexpected_keys: list[str]
+    metadata: dict[str, str]
+
+
+def save_states(module: nn.Module, path=None, metadata: Mapping[str, str] | None = None):
+    """Snapshot all hidden states of ``module``'s tree as detached contiguous copies; write them if ``path``.
+
+    Returns the snapshot, ``{key: tensor or None}``.
+    """
+    snapshot = {
+        key: None if s is None else s.detach().clone(memory_format=torch.contiguous_format)
+        for key, s in get_states(module).items()
+    }
+    if path is not None:
+        write_states(path, snapshot, metadata)
+    return snapshot
+
+
+def write_states(path, states: Mapping[str, Tensor | None], metadata: Mapping[str, str] | None = None) -> None:
+    """Write a state snapshot atomically to ``path`` (``.safetensors`` or ``.pt``)."""
+    from . import __version__
+
+    path = Path(path)
+    meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "tracetorch_version": __version__}
+    for k, v in (metadata or {}).items():
+        if k in _RESERVED:
+            raise ValueError(f"metadata key {k!r} is reserved by tracetorch")
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise TypeError(f"metadata must map str to str, got {k!r}: {type(v).__name__}")
+        meta[k] = v
+    none_keys = sorted(k for k, v in states.items() if v is None)
+    meta["none_states"] = json.dumps(none_keys)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in states.items() if v is not None}
+
+    if path.suffix not in (".safetensors", ".pt"):
+        raise ValueError(f"state files end in .safetensors or .pt, got {path.name!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import save_file
+
+            save_file(tensors, tmp, metadata=meta)
+        else:
+            torch.save({"format": FORMAT, "states": tensors, "metadata": meta}, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_states(path) -> tuple[dict[str, Tensor | None], dict[str, str]]:
+    """Read a state file into ``(states, metadata)`` without touching any model. Never unpickles code."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no state file at {str(path)!r}")
+    try:
+        if path.suffix == ".pt":
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+            if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+                raise StateLoadError(f"{path} is not a tracetorch state file (no {FORMAT!r} format tag)")
+            tensors, meta = dict(blob["states"]), dict(blob["metadata"])
+        else:
+            from safetensors import safe_open
+
+            tensors = {}
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                meta = dict(f.metadata() or {})
+                for key in f.keys():  # noqa: SIM118 - safe_open has no __iter__
+                    tensors[key] = f.get_tensor(key)
+    except StateLoadError:
+        raise
+    except Exception as exc:  # safetensors/torch raise assorted types for truncated or corrupted files
+        raise StateLoadError(f"could not read state file {str(path)!r}: {exc}") from exc
+
+    if meta.get("format", FORMAT) != FORMAT:
+        raise StateLoadError(f"{path} has format {meta.get('format')!r}, expected {FORMAT!r}")
+    version = int(meta.get("format_version", FORMAT_VERSION))
+    if version > FORMAT_VERSION:
+        raise StateLoadError(
+            f"{path} uses state format version {version}, this tracetorch reads up to {FORMAT_VERSION}: "
+            f"it was written by tracetorch {meta.get('tracetorch_version', '?')}; upgrade tracetorch-core"
+        )
+    states: dict[str, Tensor | None] = dict(tensors)
+    for key in json.loads(meta.get("none_states", "[]")):
+        states[key] = None
+    return states, meta
+
+
+def load_states(module: nn.Module, source, strict: bool = True) -> LoadResult:
+    """Load hidden states into ``module``'s tree from a file path or a ``{key: tensor or None}`` dict.
+
+    With ``strict=True`` (default) the keys must match exactly; missing and unexpected keys are both errors.
+    Every tensor is validated (feature size along the layer's ``dim``, dtype) and moved to the device and
+    floating dtype of its layer's parameters before any state is assigned: on error nothing changes.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        states, meta = read_states(source)
+        where = f" from {str(source)!r}"
+    elif isinstance(source, Mapping):
+        states, meta, where = dict(source), {}, ""
+    else:
+        raise TypeError(f"load_states takes a path or a dict of tensors, got {type(source).__name__}")
+
+    targets: dict[str, tuple[Stateful, str]] = {}
+    for path, m in named_stateful(module):
+        for name in m._states:
+            targets[f"{path}.{name}" if path else name] = (m, name)
+    missing = [k for k in targets if k not in states]
+    unexpected = [k for k in states if k not in targets]
+    if strict and (missing or unexpected):
+        lines = [f"state keys do not match {type(module).__name__}{where}:"]
+        if missing:
+            lines.append(f"  missing ({len(missing)}): {', '.join(missing)}")
+        for k in unexpected:
+            close = difflib.get_close_matches(k, list(targets), n=1)
+            lines.append(f"  unexpected: {k}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        lines.append("Pass strict=False to load the keys that match.")
+        raise StateLoadError("\n".join(lines))
+
+    plan: list[tuple[Stateful, str, Tensor | None]] = []
+    errors: list[str] = []
+    for key, value in states.items():
+        if key not in targets:
+            continue
+        m, name = targets[key]
+        if value is None:
+            plan.append((m, name, None))
+            continue
+        if not isinstance(value, Tensor):
+            errors.append(f"  {key}: expected a tensor or None, got {type(value).__name__}")
+            continue
+        problem = m.check_state_tensor(name, value)
+        if problem:
+            errors.append(f"  {key}: {problem}")
+            continue
+        plan.append((m, name, _place(m, value)))
+    if errors:
+        raise StateLoadError(f"cannot load states into {type(module).__name__}{where}:\n" + "\n".join(errors))
+    for m, name, value in plan:
+        m._states[name] = value
+    return LoadResult(missing, unexpected, meta)
+
+
+def _place(module: nn.Module, value: Tensor) -> Tensor:
+    """Move a loaded state to the device (and floating dtype) of the module's own parameters or buffers."""
+    ref = next(iter(module.parameters(recurse=False)), None)
+    if ref is None:
+        ref = next(iter(module.buffers(recurse=False)), None)
+    if ref is None:
+        ref = next(iter(module.parameters()), None)
+    if ref is None:
+        return value.clone()
+    dtype = ref.dtype if value.is_floating_point() and ref.is_floating_point() else value.dtype
+    return value.to(device=ref.device, dtype=dtype, copy=True)
