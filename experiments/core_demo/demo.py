@@ -16,8 +16,9 @@ import time
 from pathlib import Path
 
 import torch
-import tracetorch as tt
 from torch import nn
+
+import tracetorch as tt
 from tracetorch import snn
 
 

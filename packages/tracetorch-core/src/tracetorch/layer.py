@@ -355,8 +355,6 @@ class Layer(Stateful):
 
 def _as_input_shape(layer: Layer, state_shape: torch.Size) -> torch.Size:
     """The per-step input shape that would produce a state of ``state_shape`` (used to validate loads)."""
-    if layer.in_features == layer.num_neurons:
-        return state_shape
     shape = list(state_shape)
     shape[layer.feature_dim(len(shape))] = layer.in_features
     return torch.Size(shape)

@@ -42,7 +42,7 @@ class Stateful(nn.Module):
             raise ValueError(f"state name must be a Python identifier, got {name!r}")
         if name in self._states:
             raise ValueError(f"{type(self).__name__} already has a state called {name!r}")
-        if name in self.__dict__ or name in self._parameters or name in self._buffers or name in self._modules:
+        if hasattr(self, name):  # attributes, parameters, buffers, submodules, a layer's constrained parameters
             raise ValueError(f"{type(self).__name__} already has an attribute called {name!r}")
         self._states[name] = None
 

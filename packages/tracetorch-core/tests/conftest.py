@@ -1,0 +1,69 @@
+"""Shared helpers: run a model both ways (scan and step loop) and collect outputs, final states, gradients."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+import tracetorch as tt
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def run(model: torch.nn.Module, x: torch.Tensor, initial: dict[str, torch.Tensor] | None, mode: str):
+    """Run ``model`` over ``x`` [T, ...] from ``initial`` states, by ``scan`` or by a step loop.
+
+    Returns ``(y, final_states, grads)`` where grads cover the input, every parameter and every initial
+    state, from the loss ``sum(y * w)`` with a fixed random ``w``.
+    """
+    model = copy.deepcopy(model)
+    x = x.detach().clone().requires_grad_(True)
+    tt.zero_states(model)
+    inits = {}
+    if initial is not None:
+        inits = {k: v.detach().clone().requires_grad_(True) for k, v in initial.items()}
+        tt.load_states(model, dict(inits))
+        # load_states copies; re-point the states at the leaves so their gradients can be read
+        for key, leaf in inits.items():
+            _set_state(model, key, leaf)
+    y = tt.scan(model, x) if mode == "scan" else torch.stack([model(xt) for xt in x.unbind(0)])
+    w = torch.randn(y.shape, generator=torch.Generator().manual_seed(1), dtype=y.dtype)
+    (y * w).sum().backward()
+    grads = {"input": x.grad}
+    grads.update({f"param:{n}": p.grad for n, p in model.named_parameters()})
+    grads.update({f"init:{k}": v.grad for k, v in inits.items()})
+    finals = {k: v.detach() for k, v in tt.get_states(model).items()}
+    return y.detach(), finals, grads
+
+
+def _set_state(model: torch.nn.Module, key: str, value: torch.Tensor) -> None:
+    for path, m in tt.named_stateful(model):
+        for name in m.state_names:
+            if (f"{path}.{name}" if path else name) == key:
+                m._states[name] = value
+                return
+    raise KeyError(key)
+
+
+def assert_same_run(a, b, exact_outputs: bool = True, rtol: float = 1e-9, atol: float = 1e-12) -> None:
+    """Compare two ``run`` results: outputs (bit-exact by default), final states, and every gradient."""
+    ya, fa, ga = a
+    yb, fb, gb = b
+    if exact_outputs:
+        assert torch.equal(ya, yb), f"outputs differ by {(ya - yb).abs().max().item():g}"
+    else:
+        torch.testing.assert_close(ya, yb, rtol=rtol, atol=atol)
+    assert fa.keys() == fb.keys()
+    for k in fa:
+        torch.testing.assert_close(fa[k], fb[k], rtol=rtol, atol=atol, msg=lambda m, k=k: f"final state {k}: {m}")
+    assert ga.keys() == gb.keys()
+    for k in ga:
+        assert (ga[k] is None) == (gb[k] is None), f"gradient {k} present in only one run"
+        if ga[k] is not None:
+            assert ga[k].abs().sum() > 0 or gb[k].abs().sum() == 0
+            torch.testing.assert_close(ga[k], gb[k], rtol=rtol, atol=atol, msg=lambda m, k=k: f"grad {k}: {m}")

@@ -1,0 +1,122 @@
+"""Hidden-state lifecycle of a single layer: lazy creation, zero, detach, layout (dim=), dtype/device, errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import tracetorch as tt
+from tracetorch import snn
+
+
+def test_states_created_lazily_from_first_input():
+    layer = snn.LIB(8)
+    assert layer.mem is None and layer.state_names == ("mem",)
+    x = torch.randn(3, 8, dtype=torch.float64)
+    layer(x)
+    assert layer.mem.shape == (3, 8) and layer.mem.dtype == torch.float64
+
+
+def test_zero_states_sets_none_and_allows_new_batch_size():
+    layer = snn.LIB(8)
+    layer(torch.randn(3, 8))
+    layer.zero_states()
+    assert layer.mem is None
+    layer(torch.randn(5, 8))
+    assert layer.mem.shape == (5, 8)
+
+
+def test_detach_states_keeps_values_and_cuts_graph():
+    layer = snn.LI(4)
+    x = torch.randn(2, 4, requires_grad=True)
+    layer(x)
+    before = layer.mem
+    assert before.grad_fn is not None
+    layer.detach_states()
+    assert layer.mem.grad_fn is None and torch.equal(layer.mem, before)
+    layer(torch.randn(2, 4)).sum().backward()
+    assert x.grad is None  # nothing flowed back past the detach
+
+
+def test_batch_size_change_mid_stream_is_an_error_not_a_reinit():
+    layer = snn.LIB(8)
+    layer(torch.randn(3, 8))
+    mem = layer.mem.clone()
+    with pytest.raises(tt.StateError, match="changed mid-stream; call zero_states"):
+        layer(torch.randn(4, 8))
+    assert torch.equal(layer.mem, mem)  # nothing was lost
+
+
+def test_feature_size_mismatch_is_an_error():
+    with pytest.raises(ValueError, match="expects 8 features along dim -1"):
+        snn.LIB(8)(torch.randn(3, 7))
+
+
+@pytest.mark.parametrize("dim, shape", [(-3, (2, 5)), (2, (2, 5)), (-1, ())])
+def test_dim_that_does_not_exist_is_an_error(dim, shape):
+    layer = snn.LI(5, dim=dim)
+    with pytest.raises(ValueError, match="does not exist"):
+        layer(torch.randn(shape))
+
+
+def test_conv_layout_dim_minus_3_matches_channels_last():
+    c = 4
+    beta = torch.rand(c) * 0.8 + 0.1
+    thr = torch.rand(c) + 0.5
+    conv = snn.LIB(c, beta=beta, threshold=thr, dim=-3)
+    last = snn.LIB(c, beta=beta, threshold=thr, dim=-1)
+    x = torch.randn(6, 2, c, 5, 5) * 2
+    y_conv = conv.scan(x)
+    y_last = last.scan(x.movedim(2, -1)).movedim(-1, 2)
+    assert torch.equal(y_conv, y_last)
+    assert conv.mem.shape == (2, c, 5, 5)
+
+
+def test_positive_dim_counts_within_the_step_input():
+    layer = snn.LI(3, beta=torch.tensor([0.1, 0.5, 0.9]), dim=1)
+    x = torch.randn(4, 2, 3, 6)  # [T, B, C, L], features on axis 1 of the step input [B, C, L]
+    ref = snn.LI(3, beta=torch.tensor([0.1, 0.5, 0.9]), dim=-2)
+    assert torch.equal(layer.scan(x), ref.scan(x))
+    stepped = torch.stack([snn.LI(3, beta=torch.tensor([0.1, 0.5, 0.9]), dim=1)(xt) for xt in x.unbind(0)][:1])
+    assert torch.equal(stepped[0], x[0])  # first step from a zero state is the input itself
+    layer.zero_states()
+    ref.zero_states()
+    assert torch.equal(torch.stack([layer(xt) for xt in x.unbind(0)]), ref.scan(x))
+
+
+def test_states_follow_to_and_stay_out_of_state_dict():
+    layer = snn.LIB(4)
+    layer(torch.randn(2, 4))
+    assert set(layer.state_dict()) == {"raw_beta", "raw_threshold"}
+    layer.double()
+    assert layer.mem.dtype == torch.float64 and layer.raw("beta").dtype == torch.float64
+    layer.to(torch.float32)
+    assert layer.mem.dtype == torch.float32
+    layer(torch.randn(2, 4))  # continues without error in the new dtype
+
+
+def test_state_attribute_assignment():
+    layer = snn.LI(4)
+    layer.mem = torch.ones(2, 4)
+    assert torch.equal(layer(torch.zeros(2, 4)), torch.full((2, 4), 0.9))
+    with pytest.raises(TypeError, match="tensor or None"):
+        layer.mem = 3.0
+
+
+def test_lib_fires_and_resets_subtractively():
+    layer = snn.LIB(1, beta=0.5, threshold=1.0)
+    outs, mems = [], []
+    for v in [0.6, 0.6, 0.6, 2.5]:
+        outs.append(layer(torch.tensor([[v]])).item())
+        mems.append(layer.mem.item())
+    # 0.6 -> 0.9 -> 1.05 fires (1.05 - 1 = 0.05) -> 0.025 + 2.5 = 2.525 fires -> 1.525
+    assert outs == [0.0, 0.0, 1.0, 1.0]
+    assert mems == pytest.approx([0.6, 0.9, 0.05, 1.525], abs=1e-6)
+
+
+def test_scan_rejects_bad_sequences():
+    layer = snn.LI(4)
+    with pytest.raises(ValueError, match="time first"):
+        layer.scan(torch.randn(4))
+    with pytest.raises(ValueError, match="empty sequence"):
+        layer.scan(torch.randn(0, 2, 4))
