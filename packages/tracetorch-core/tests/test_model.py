@@ -145,3 +145,16 @@ def test_training_a_compiled_layer_warns():
         quiet.TTcompile()
         with torch.no_grad():  # inference on a compiled layer is what TTcompile is for: no warning
             quiet(torch.randn(1, 2))
+
+
+def test_deepcopy_mid_stream_copies_state_values_not_graphs():
+    import copy
+
+    net = Net()
+    net(torch.randn(2, 3, requires_grad=True))
+    twin = copy.deepcopy(net)
+    for (k, a), (k2, b) in zip(net.get_states().items(), twin.get_states().items(), strict=True):
+        assert k == k2 and torch.equal(a, b) and b.grad_fn is None and a.data_ptr() != b.data_ptr()
+    assert net.body[1].mem.grad_fn is not None  # the original keeps its graph
+    x = torch.randn(2, 3)
+    assert torch.equal(twin(x), net(x))

@@ -72,6 +72,13 @@ class Stateful(nn.Module):
             return
         super().__setattr__(name, value)
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Copies (deepcopy, pickle) take the states' values, not their autograd graphs: a mid-stream state is
+        # usually a non-leaf tensor, which deepcopy refuses (e.g. when making a weight-EMA copy of a model).
+        state = super().__getstate__()
+        state["_states"] = {k: None if v is None else v.detach() for k, v in self._states.items()}
+        return state
+
     def _apply(self, fn, recurse=True):
         super()._apply(fn, recurse)
         # States follow .to()/.half()/.cuda() like buffers. Same no_grad as nn.Module uses for parameters.
