@@ -23,7 +23,9 @@ def steps(fn, xs):
     return torch.stack([fn(x) for x in xs])
 
 
-@pytest.mark.parametrize("make", [lambda: snn.LI(16), lambda: snn.LIB(16), lambda: snn.LIB(4, dim=-3)])
+@pytest.mark.parametrize(
+    "make", [lambda: snn.LI(16), lambda: snn.LIB(16), lambda: snn.LIB(4, dim=-3), lambda: snn.DSRLITS(16)]
+)
 def test_layer_step_compiles_fullgraph(make):
     eager, compiled_layer = make(), make()
     compiled_layer.load_state_dict(eager.state_dict())
@@ -31,7 +33,8 @@ def test_layer_step_compiles_fullgraph(make):
     xs = torch.randn(5, *shape) * 2
     compiled = torch.compile(compiled_layer, fullgraph=True, backend="aot_eager")
     assert torch.equal(steps(compiled, xs), steps(eager, xs))
-    assert torch.equal(compiled_layer.mem, eager.mem)
+    for (k, a), (_, b) in zip(compiled_layer.get_states().items(), eager.get_states().items(), strict=True):
+        assert torch.equal(a, b), k
 
 
 def test_model_step_compiles_fullgraph_and_trains():
@@ -47,13 +50,19 @@ def test_model_step_compiles_fullgraph_and_trains():
     torch.testing.assert_close(out, ref)
 
 
-def test_pure_step_function_compiles_with_inductor():
-    def lif(x, mem, beta, thr):
-        return F.lib_step(x, F.LIBState(mem), F.LIBParams(beta, thr))
+@pytest.mark.parametrize("name", ["LIB", "DSRLITS"])
+def test_pure_step_function_compiles_with_inductor(name):
+    spec = F.NeuronSpec.from_name(name)
+    spike_fn = F.Heaviside("sigmoid")
+    x = torch.randn(4, 32) * 2
+    state = {s: torch.randn(4, 32) for s in spec.states}
+    params = {p.name: torch.rand(32) + 0.2 for p in spec.params}
 
-    compiled = torch.compile(lif, fullgraph=True)
-    x, mem = torch.randn(4, 32) * 2, torch.randn(4, 32)
-    beta, thr = torch.rand(32), torch.rand(32) + 0.5
-    (s1, st1), (s2, st2) = compiled(x, mem, beta, thr), lif(x, mem, beta, thr)
-    assert torch.equal(s1, s2)
-    torch.testing.assert_close(st1.mem, st2.mem)
+    def step(x, state, params):
+        return F.neuron_step(x, state, params, spec, spike_fn)
+
+    compiled = torch.compile(step, fullgraph=True)
+    (y1, st1), (y2, st2) = compiled(x, state, params), step(x, state, params)
+    assert torch.equal(y1, y2) and y1.abs().sum() > 0
+    for k in st1:
+        torch.testing.assert_close(st1[k], st2[k])

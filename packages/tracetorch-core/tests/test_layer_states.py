@@ -87,7 +87,7 @@ def test_positive_dim_counts_within_the_step_input():
 def test_states_follow_to_and_stay_out_of_state_dict():
     layer = snn.LIB(4)
     layer(torch.randn(2, 4))
-    assert set(layer.state_dict()) == {"raw_beta", "raw_threshold"}
+    assert set(layer.state_dict()) == {"raw_beta", "raw_threshold", "raw_bias"}
     layer.double()
     assert layer.mem.dtype == torch.float64 and layer.raw("beta").dtype == torch.float64
     layer.to(torch.float32)

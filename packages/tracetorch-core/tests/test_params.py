@@ -34,10 +34,10 @@ def test_tensor_init_per_neuron_and_scalar():
 
 def test_learnable_is_parameter_fixed_is_buffer():
     learn = snn.LIB(4)
-    fixed = snn.LIB(4, learn_beta=False, learn_threshold=False)
-    assert {n for n, _ in learn.named_parameters()} == {"raw_beta", "raw_threshold"}
+    fixed = snn.LIB(4, learn_beta=False, learn_threshold=False, learn_bias=False)
+    assert {n for n, _ in learn.named_parameters()} == {"raw_beta", "raw_threshold", "raw_bias"}
     assert list(fixed.parameters()) == []
-    assert set(fixed.state_dict()) == {"raw_beta", "raw_threshold"}  # fixed ones are still saved
+    assert set(fixed.state_dict()) == {"raw_beta", "raw_threshold", "raw_bias"}  # fixed ones are still saved
     assert isinstance(learn.raw("beta"), nn.Parameter)
 
 
@@ -117,7 +117,9 @@ def test_bad_layer_arguments():
         snn.LI(0)
     with pytest.raises(TypeError, match="dim must be an int"):
         snn.LI(3, dim=1.5)
-    with pytest.raises(ValueError, match="unknown surrogate"):
+    with pytest.raises(ValueError, match="unknown spike_fn 'relu'"):
         snn.LIB(3, spike_fn="relu")
+    with pytest.raises(TypeError, match=r"LIB\(num_neurons, beta=0.9"):
+        snn.LIB(3, gamma=0.5)  # LIB has no recurrent trace: the error shows the real signature
     with pytest.raises(ValueError, match="unknown constraint"):
         Toy(constraint="tanh")

@@ -45,6 +45,32 @@ def test_default_surrogates_peak_at_one(name):
     assert v.grad.item() == pytest.approx(1.0)
 
 
+def test_modes_forward_and_backward():
+    v = torch.tensor([-1.0, -1e-3, 0.0, 1e-3, 1.0], dtype=torch.float64, requires_grad=True)
+    assert F.spike(v, "round").tolist() == [0.0, 0.0, 0.0, 1.0, 1.0]  # round(0.5) is 0: fires for v > 0
+    torch.testing.assert_close(F.spike(v, "smooth"), torch.sigmoid(4 * v))
+    F.spike(v, "smooth").sum().backward()
+    torch.testing.assert_close(v.grad, EXPECTED["sigmoid"](v.detach(), 4.0))
+    torch.manual_seed(0)
+    big = torch.full((20000,), 0.25)
+    rate = F.spike(big, "stochastic").mean().item()
+    assert rate == pytest.approx(torch.sigmoid(torch.tensor(1.0)).item(), abs=0.01)
+    with pytest.raises(ValueError, match="must be 'sigmoid'"):
+        F.spike(v, "round", "atan")
+    with pytest.raises(ValueError, match="unknown spike mode"):
+        F.spike(v, "sometimes")
+
+
+def test_spike_function_module_exposes_fire_and_grad():
+    f = F.SpikeFunction(surrogate="triangle", slope=2.0)
+    v = V.clone()
+    assert torch.equal(f.fire(v), (v >= 0).double())
+    torch.testing.assert_close(f.grad(v), EXPECTED["triangle"](v, 2.0))
+    assert isinstance(F.make_spike_fn("atan"), F.SpikeFunction) and F.make_spike_fn("stochastic").mode == "stochastic"
+    with pytest.raises(TypeError):
+        F.make_spike_fn(3)
+
+
 def test_module_form_and_errors():
     mod = F.Heaviside("atan", slope=3)
     v = V.clone().requires_grad_(True)

@@ -16,7 +16,7 @@ A layer is a thin stateful shell around a pure step function ``(x, state, params
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -54,8 +54,9 @@ class Layer(Stateful):
         in_features: size of the input's feature axis when it differs from ``num_neurons``.
 
     Subclasses call :meth:`define_state` and :meth:`define_parameter` (or :meth:`define_decay`,
-    :meth:`define_threshold`) in ``__init__``, set ``Params`` (a ``NamedTuple`` type naming the parameters
-    the step uses, in order) and optionally ``State``, and implement :meth:`step`. A faster whole-sequence
+    :meth:`define_threshold`) in ``__init__`` and implement :meth:`step`. The step receives the states and
+    the parameters as dicts by name, or as the ``NamedTuple`` types ``State`` / ``Params`` when the class
+    sets them (``Params`` then also selects which parameters the step gets, in order). A faster whole-sequence
     path goes in :meth:`sequence`; it must give the same numbers as the step loop.
     """
 
@@ -175,7 +176,7 @@ class Layer(Stateful):
 
     def params(self, ndim: int) -> Any:
         """Effective parameter values for a per-step input with ``ndim`` axes, shaped to broadcast along
-        the feature axis, packed as ``self.Params`` (or a tuple in definition order)."""
+        the feature axis, packed as ``self.Params`` (or a dict in definition order)."""
         if self._folded and not self._warned_folded and torch.is_grad_enabled():
             self._warn_if_training_folded()
         names = self.Params._fields if self.Params is not None else tuple(self._constraints)
@@ -186,7 +187,7 @@ class Layer(Stateful):
             if v.ndim == 1 and d != -1:
                 v = v.view(v.shape + (1,) * (-d - 1))
             values.append(v)
-        return self.Params(*values) if self.Params is not None else tuple(values)
+        return self.Params(*values) if self.Params is not None else dict(zip(names, values, strict=True))
 
     # -- TTcompile ------------------------------------------------------------------------------------------
 
@@ -275,15 +276,19 @@ class Layer(Stateful):
                     "a new stream. States are never re-initialised silently."
                 )
             values.append(s)
-        return self.State._make(values) if self.State is not None else tuple(values)
+        return self.State._make(values) if self.State is not None else dict(zip(self._states, values, strict=True))
 
-    def store_states(self, new_state: Sequence[Tensor]) -> None:
-        """Write the step's returned state back, in declaration order."""
+    def store_states(self, new_state: Sequence[Tensor] | Mapping[str, Tensor]) -> None:
+        """Write the step's returned state back: a sequence in declaration order, or a dict by name."""
         states = self._states
         if len(new_state) != len(states):
             raise RuntimeError(f"{type(self).__name__}.step returned {len(new_state)} states, expected {len(states)}")
-        for name, value in zip(states, new_state, strict=True):
-            states[name] = value
+        if isinstance(new_state, Mapping):
+            for name in states:
+                states[name] = new_state[name]
+        else:
+            for name, value in zip(states, new_state, strict=True):
+                states[name] = value
 
     # -- computation ----------------------------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""Pure functions: neuron step functions, spike functions with surrogate gradients, decay conversions."""
+"""Pure functions: the neuron step of every spiking type, spike functions with surrogate gradients, decay
+conversions."""
 
 from .decay import (
     decay_to_halflife,
@@ -8,24 +9,27 @@ from .decay import (
     horizon_to_decay,
     tau_to_decay,
 )
-from .neurons import LIBParams, LIBState, LIParams, LIState, li_step, lib_step
-from .spike import SURROGATES, Heaviside, heaviside, surrogate_grad
+from .spike import MODES, SURROGATES, Heaviside, SpikeFunction, heaviside, make_spike_fn, spike, surrogate_grad
+from .spiking import NAMES, NeuronSpec, ParamSpec, ema, neuron_step
 
 __all__ = [
+    "MODES",
+    "NAMES",
     "SURROGATES",
     "Heaviside",
-    "LIBParams",
-    "LIBState",
-    "LIParams",
-    "LIState",
+    "NeuronSpec",
+    "ParamSpec",
+    "SpikeFunction",
     "decay_to_halflife",
     "decay_to_horizon",
     "decay_to_tau",
+    "ema",
     "halflife_to_decay",
     "heaviside",
     "horizon_to_decay",
-    "li_step",
-    "lib_step",
+    "make_spike_fn",
+    "neuron_step",
+    "spike",
     "surrogate_grad",
     "tau_to_decay",
 ]

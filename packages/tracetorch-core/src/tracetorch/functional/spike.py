@@ -1,15 +1,28 @@
-"""Spike functions: a Heaviside step forward, a smooth surrogate derivative backward.
+"""Spike functions: what a neuron emits for ``v = membrane - threshold``, and the gradient it passes back.
 
-``heaviside(v, surrogate, slope)`` returns exactly 0.0 or 1.0 (``v >= 0`` fires, as in the original traceTorch)
-in ``v``'s dtype, and backpropagates ``g * surrogate'(v)``. Every surrogate is scaled to peak at 1 for v = 0
-with its default ``slope``; larger slopes make it narrower.
+Forward modes (``mode``):
 
-| name           | surrogate derivative at v                | default slope |
-|----------------|------------------------------------------|---------------|
-| ``sigmoid``    | k * s * (1 - s), s = sigmoid(k v)        | 4 (peak 1; the original's ``sigmoid4x``) |
-| ``atan``       | (k / 2) / (1 + (pi k v / 2)^2)           | 2 (peak 1)    |
-| ``fast_sigmoid`` | 1 / (1 + k |v|)^2 (SuperSpike)         | 10            |
-| ``triangle``   | max(0, 1 - k |v|)                         | 1             |
+| mode          | forward                                    | use |
+|---------------|--------------------------------------------|-----|
+| ``heaviside`` | exactly 1.0 where ``v >= 0`` else 0.0       | binary spikes (default) |
+| ``round``     | ``round(sigmoid(k v))``: 1 where ``v > 0``  | straight-through rounding (original 0.13-0.16) |
+| ``stochastic``| Bernoulli sample with p = ``sigmoid(k v)``  | stochastic spikes (original 0.16 default) |
+| ``smooth``    | ``sigmoid(k v)``, continuous                | no spikes at all (original 0.19 default) |
+
+Backward, for every mode, multiplies the incoming gradient by a surrogate derivative (``surrogate``); each is
+scaled to peak at 1 for v = 0 with its default ``slope`` k (larger = narrower). ``smooth``, ``round`` and
+``stochastic`` take ``sigmoid``: their backward is then the exact derivative of ``sigmoid(k v)``.
+
+| surrogate        | d spike / d v                          | default k |
+|------------------|----------------------------------------|-----------|
+| ``sigmoid``      | k s (1 - s), s = sigmoid(k v)          | 4 (the original's ``sigmoid4x``) |
+| ``atan``         | (k / 2) / (1 + (pi k v / 2)^2)         | 2 |
+| ``fast_sigmoid`` | 1 / (1 + k abs(v))^2 (SuperSpike)      | 10 |
+| ``triangle``     | max(0, 1 - k abs(v))                   | 1 |
+
+Layers take ``spike_fn=`` as a surrogate name (Heaviside with that surrogate), a mode name (``"round"``,
+``"stochastic"``, ``"smooth"``, sigmoid surrogate), a :class:`SpikeFunction`, or any callable ``v -> y``
+(then fused fast paths fall back to the reference loop).
 """
 
 from __future__ import annotations
@@ -19,13 +32,14 @@ import math
 import torch
 from torch import Tensor, nn
 
-__all__ = ["SURROGATES", "Heaviside", "heaviside", "surrogate_grad"]
+__all__ = ["MODES", "SURROGATES", "Heaviside", "SpikeFunction", "heaviside", "make_spike_fn", "spike", "surrogate_grad"]
 
 SURROGATES: dict[str, float] = {"sigmoid": 4.0, "atan": 2.0, "fast_sigmoid": 10.0, "triangle": 1.0}
+MODES = ("heaviside", "round", "stochastic", "smooth")
 
 
 def surrogate_grad(v: Tensor, surrogate: str, slope: float) -> Tensor:
-    """The surrogate derivative d spike / d v (reference formulas; see the module docstring)."""
+    """The surrogate derivative d spike / d v (formulas in the module docstring)."""
     if surrogate == "sigmoid":
         s = torch.sigmoid(slope * v)
         return slope * s * (1 - s)
@@ -38,44 +52,102 @@ def surrogate_grad(v: Tensor, surrogate: str, slope: float) -> Tensor:
     raise ValueError(f"unknown surrogate {surrogate!r}; choose one of {sorted(SURROGATES)}")
 
 
-class _Heaviside(torch.autograd.Function):
-    @staticmethod
-    def forward(v: Tensor, surrogate: str, slope: float) -> Tensor:
+def fire(v: Tensor, mode: str, slope: float) -> Tensor:
+    """The forward value of a spike function (no autograd)."""
+    if mode == "heaviside":
         out = torch.empty_like(v)
-        torch.ge(v, 0, out=out)  # one kernel; writing the bool result into a float tensor casts in place
+        torch.ge(v, 0, out=out)  # one kernel: the bool result is written straight into a float tensor
         return out
+    if mode == "round":
+        return torch.round(torch.sigmoid(slope * v))
+    if mode == "stochastic":
+        return torch.bernoulli(torch.sigmoid(slope * v))
+    if mode == "smooth":
+        return torch.sigmoid(slope * v)
+    raise ValueError(f"unknown spike mode {mode!r}; choose one of {MODES}")
+
+
+class _Spike(torch.autograd.Function):
+    @staticmethod
+    def forward(v: Tensor, mode: str, surrogate: str, slope: float) -> Tensor:
+        return fire(v, mode, slope)
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
-        v, surrogate, slope = inputs
+        v, _, surrogate, slope = inputs
         ctx.save_for_backward(v)
         ctx.surrogate, ctx.slope = surrogate, slope
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         (v,) = ctx.saved_tensors
-        return grad * surrogate_grad(v, ctx.surrogate, ctx.slope), None, None
+        return grad * surrogate_grad(v, ctx.surrogate, ctx.slope), None, None, None
+
+
+def _check(mode: str, surrogate: str) -> None:
+    if mode not in MODES:
+        raise ValueError(f"unknown spike mode {mode!r}; choose one of {MODES}")
+    if surrogate not in SURROGATES:
+        raise ValueError(f"unknown surrogate {surrogate!r}; choose one of {sorted(SURROGATES)}")
+    if mode != "heaviside" and surrogate != "sigmoid":
+        raise ValueError(f"spike mode {mode!r} is defined through sigmoid(k v): its surrogate must be 'sigmoid'")
+
+
+def spike(v: Tensor, mode: str = "heaviside", surrogate: str = "sigmoid", slope: float | None = None) -> Tensor:
+    """Spikes for ``v = membrane - threshold`` in ``v``'s dtype; backward uses the surrogate derivative."""
+    _check(mode, surrogate)
+    return _Spike.apply(v, mode, surrogate, SURROGATES[surrogate] if slope is None else float(slope))
 
 
 def heaviside(v: Tensor, surrogate: str = "sigmoid", slope: float | None = None) -> Tensor:
-    """Spikes ``(v >= 0)`` as 0.0/1.0 in ``v``'s dtype, with the named surrogate gradient."""
-    if surrogate not in SURROGATES:
-        raise ValueError(f"unknown surrogate {surrogate!r}; choose one of {sorted(SURROGATES)}")
-    return _Heaviside.apply(v, surrogate, SURROGATES[surrogate] if slope is None else float(slope))
+    """Binary spikes ``(v >= 0)`` as 0.0/1.0 with the named surrogate gradient."""
+    return spike(v, "heaviside", surrogate, slope)
 
 
-class Heaviside(nn.Module):
-    """:func:`heaviside` as a module, to pass as a layer's ``spike_fn`` (``Heaviside("atan", slope=3)``)."""
+class SpikeFunction(nn.Module):
+    """A spike function as a module: ``SpikeFunction("stochastic")``, ``SpikeFunction(surrogate="atan")``.
 
-    def __init__(self, surrogate: str = "sigmoid", slope: float | None = None) -> None:
+    Exposes :meth:`fire` and :meth:`grad` so that fused sequence kernels can run it without autograd.
+    """
+
+    def __init__(self, mode: str = "heaviside", surrogate: str = "sigmoid", slope: float | None = None) -> None:
         super().__init__()
-        if surrogate not in SURROGATES:
-            raise ValueError(f"unknown surrogate {surrogate!r}; choose one of {sorted(SURROGATES)}")
-        self.surrogate = surrogate
+        _check(mode, surrogate)
+        self.mode, self.surrogate = mode, surrogate
         self.slope = SURROGATES[surrogate] if slope is None else float(slope)
 
     def forward(self, v: Tensor) -> Tensor:
-        return _Heaviside.apply(v, self.surrogate, self.slope)
+        return _Spike.apply(v, self.mode, self.surrogate, self.slope)
+
+    def fire(self, v: Tensor) -> Tensor:
+        """Forward value without autograd."""
+        return fire(v, self.mode, self.slope)
+
+    def grad(self, v: Tensor) -> Tensor:
+        """Surrogate derivative at ``v``."""
+        return surrogate_grad(v, self.surrogate, self.slope)
+
+    @property
+    def deterministic(self) -> bool:
+        return self.mode != "stochastic"
 
     def extra_repr(self) -> str:
-        return f"surrogate={self.surrogate!r}, slope={self.slope:g}"
+        return f"mode={self.mode!r}, surrogate={self.surrogate!r}, slope={self.slope:g}"
+
+
+def Heaviside(surrogate: str = "sigmoid", slope: float | None = None) -> SpikeFunction:  # noqa: N802
+    """Binary spikes with the named surrogate gradient, as a module to pass as ``spike_fn``."""
+    return SpikeFunction("heaviside", surrogate, slope)
+
+
+def make_spike_fn(spec) -> nn.Module | object:
+    """Resolve a layer's ``spike_fn`` argument: a surrogate name, a mode name, a module, or a callable."""
+    if isinstance(spec, str):
+        if spec in SURROGATES:
+            return SpikeFunction("heaviside", spec)
+        if spec in MODES:
+            return SpikeFunction(spec, "sigmoid")
+        raise ValueError(f"unknown spike_fn {spec!r}; choose a surrogate {sorted(SURROGATES)} or a mode {MODES}")
+    if callable(spec):
+        return spec
+    raise TypeError(f"spike_fn must be a name, a SpikeFunction or a callable, got {type(spec).__name__}")

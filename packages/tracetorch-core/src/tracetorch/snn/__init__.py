@@ -1,6 +1,12 @@
-"""Spiking layers. The full set of 32 types (LI/B/T/TS x D/S/R/EMA) is built on the same ``tt.Layer``."""
+"""Spiking layers: the 32 types of the original traceTorch (LI/B/T/TS x D/S/R/EMA) from one mechanism.
 
-from .li import LI
-from .lib import LIB
+``LI`` leaky integrator, ``LIB`` leaky integrate-and-fire (binary), ``LIT`` ternary, ``LITS`` ternary with
+scales; prefixes ``D`` dual, ``S`` synaptic, ``R`` recurrent; ``EMA`` membrane for the LI family.
+See :mod:`tracetorch.functional.spiking` for the equations.
+"""
 
-__all__ = ["LI", "LIB"]
+from ..functional.spiking import NAMES
+from .layers import *  # noqa: F403 - the 32 names, listed in NAMES
+from .layers import SpikingLayer
+
+__all__ = ["SpikingLayer", *NAMES]

@@ -1,0 +1,108 @@
+"""Create (or reuse) one venv per peer library under ``benchmarks/.venvs/<peer>``.
+
+Run by ``nox -s bench`` with the bench session's interpreter: ``python benchmarks/venvs.py --torch torch==X``.
+Each venv gets the pinned CPU torch first, then the peer's light runtime requirements, then the peer itself
+with ``--no-deps`` (several peers declare torchvision/torchaudio/triton or an unpinned torch, which would pull
+a multi-GB CUDA build). A stamp file records what was asked for: a second run with the same specification
+skips pip entirely. Prints ``{peer: python_path}`` as JSON on the last line of stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+VENVS = HERE / ".venvs"
+
+# peer -> (light runtime requirements installed normally, the peer packages installed with --no-deps,
+#          modules that must import afterwards). Versions are pinned so that results are comparable.
+PEERS: dict[str, dict[str, list[str]]] = {
+    "snntorch": {
+        # the 1.0.0 wheel declares no requirements; its neurons import only torch
+        "deps": [],
+        "nodeps": ["snntorch==1.0.0"],
+        "imports": ["snntorch"],
+    },
+    "spikingjelly": {
+        # declares torchvision, torchaudio, tensorboard, SciencePlots, h5py, ...; the neuron modules need loguru
+        # (logger), numpy and packaging at import
+        "deps": ["numpy", "loguru>=0.7,<1", "packaging", "tqdm"],
+        "nodeps": ["spikingjelly==2.0.0"],
+        "imports": ["spikingjelly.activation_based.neuron"],
+    },
+    "norse": {
+        # declares torchvision (unused by norse.torch; PyPI's torchvision does not import beside this torch),
+        # nir and nirtorch (nirtorch requires torch, so --no-deps)
+        "deps": ["numpy", "nir==1.0.8"],
+        "nodeps": ["norse==1.1.0", "nirtorch==2.6"],
+        "imports": ["norse.torch"],
+    },
+    "tracetorch-0.16.4": {
+        # imports tracetorch.plot eagerly: numpy + matplotlib
+        "deps": ["numpy", "matplotlib"],
+        "nodeps": ["tracetorch==0.16.4"],
+        "imports": ["tracetorch"],
+    },
+    "tracetorch-0.19.2": {
+        # declares numpy, matplotlib, scipy (plot is imported lazily, scipy only inside one plot helper)
+        "deps": ["numpy", "matplotlib", "scipy"],
+        "nodeps": ["tracetorch==0.19.2"],
+        "imports": ["tracetorch"],
+    },
+}
+
+
+def python_of(path: Path) -> Path:
+    return path / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+
+
+def ensure(peer: str, torch_req: str, log) -> Path:
+    spec = PEERS[peer]
+    path = VENVS / peer
+    key = json.dumps([sys.version_info[:2], torch_req, spec["deps"], spec["nodeps"]])
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    stamp = path / ".bench-install"
+    py = python_of(path)
+    if py.exists() and stamp.exists() and stamp.read_text() == digest:
+        log(f"{peer}: venv up to date ({path}); skipping install")
+        return py
+    log(f"{peer}: creating venv {path}")
+    venv.EnvBuilder(with_pip=True, clear=True).create(path)
+    pip = [str(py), "-m", "pip", "install", "--disable-pip-version-check", "--quiet"]
+    subprocess.run([*pip, torch_req, *spec["deps"]], check=True)
+    subprocess.run([*pip, "--no-deps", *spec["nodeps"]], check=True)
+    for mod in spec["imports"]:
+        subprocess.run([str(py), "-c", f"import {mod}"], check=True)
+    stamp.write_text(digest)
+    return py
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--torch", required=True, help="the torch requirement, e.g. torch==2.13.0")
+    ap.add_argument("--only", nargs="*", default=None, help="peers to set up (default: all)")
+    args = ap.parse_args()
+    VENVS.mkdir(exist_ok=True)
+
+    def log(msg: str) -> None:
+        print(f"[venvs] {msg}", file=sys.stderr, flush=True)
+
+    paths: dict[str, str | None] = {}
+    for peer in args.only if args.only is not None else PEERS:
+        try:
+            paths[peer] = str(ensure(peer, args.torch, log))
+        except subprocess.CalledProcessError as exc:  # a peer that won't install is reported, not fatal
+            log(f"{peer}: setup FAILED ({exc}); it will be reported as unavailable")
+            paths[peer] = None
+    print(json.dumps(paths))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""The 32 spiking layer types: thin names over one mechanism (:mod:`tracetorch.functional.spiking`).
+
+Each class below only names a :class:`~tracetorch.functional.NeuronSpec`; ``SpikingLayer`` turns the spec
+into parameters, states, a constructor signature and a docstring, runs the reference step
+(:func:`~tracetorch.functional.neuron_step`) per call, and a fused path in ``scan``
+(:mod:`tracetorch.snn.sequence`).
+
+Constructor, for every type: ``Name(num_neurons, <parameter values in the original's positional order>, *,
+dim=-1, <name>_rank=1 ..., learn_<name>=True ..., spike_fn="sigmoid", detach_reset=False)``. The last two
+exist for firing types only. ``help(tracetorch.snn.DSRLITS)`` lists the exact parameters.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, ClassVar
+
+from torch import Tensor
+
+from ..functional.spike import make_spike_fn
+from ..functional.spiking import NAMES, NeuronSpec, neuron_step
+from ..layer import Layer
+from . import sequence as _sequence
+
+__all__ = ["SpikingLayer", *NAMES]
+
+_FAMILY = {
+    "LI": "leaky integrator (the membrane is the output)",
+    "B": "binary spikes (0/1) with one threshold",
+    "T": "ternary spikes (-1/0/1) with a positive and a negative threshold",
+    "TS": "ternary spikes with a learnable scale per polarity",
+}
+_PREFIX = {
+    "dual": "dual: positive and negative copies of every trace, each with its own decay",
+    "synaptic": "synaptic: an EMA trace of the input before the membrane (decay alpha)",
+    "recurrent": "recurrent: an EMA trace of the layer's own output fed back through a per-neuron weight",
+}
+
+
+def _signature(spec: NeuronSpec) -> inspect.Signature:
+    P = inspect.Parameter  # noqa: N806
+    params = [P("num_neurons", P.POSITIONAL_OR_KEYWORD)]
+    params += [P(p.name, P.POSITIONAL_OR_KEYWORD, default=p.default) for p in spec.params]
+    params.append(P("dim", P.KEYWORD_ONLY, default=-1))
+    params += [P(f"{p.name}_rank", P.KEYWORD_ONLY, default=1) for p in spec.params]
+    params += [P(f"learn_{p.name}", P.KEYWORD_ONLY, default=True) for p in spec.params]
+    if spec.fires:
+        params += [P("spike_fn", P.KEYWORD_ONLY, default="sigmoid"), P("detach_reset", P.KEYWORD_ONLY, default=False)]
+    return inspect.Signature(params)
+
+
+def _docstring(spec: NeuronSpec, summary: str | None) -> str:
+    lines = [summary or f"``{spec.name}``: {_FAMILY[spec.family]}."]
+    if summary:
+        lines += ["", f"Family: {_FAMILY[spec.family]}."]
+    parts = [_PREFIX[k] for k in ("dual", "synaptic", "recurrent") if getattr(spec, k)]
+    if spec.ema:
+        parts.append("EMA: the membrane is an exponential moving average (input scaled by 1 - beta)")
+    if parts:
+        lines += ["", "Parts: " + "; ".join(parts) + "."]
+    lines += ["", "Args:", "    num_neurons: features along ``dim``."]
+    for p in spec.params:
+        kind = {"sigmoid": "decay in [0, 1]", "softplus": "threshold > 0", "identity": "any sign"}[p.constraint]
+        lines.append(f"    {p.name}: {kind}, default {p.default:g}; a number or a tensor of ``num_neurons``.")
+    lines += [
+        "    dim: feature axis of the per-step input (-1 for [B, N], -3 for [B, C, H, W]).",
+        "    <name>_rank: 1 (default) one value per neuron, 0 one shared value.",
+        "    learn_<name>: train the parameter (default) or keep it fixed.",
+    ]
+    if spec.fires:
+        lines += [
+            '    spike_fn: surrogate name ("sigmoid", "atan", "fast_sigmoid", "triangle"), mode ("round",',
+            '        "stochastic", "smooth"), a SpikeFunction, or a callable v -> spikes.',
+            "    detach_reset: stop gradients through the reset.",
+        ]
+    lines += ["", f"States: {', '.join(spec.states)}.", "Shapes: per step [*, N, *] -> same; scan [T, ...] -> same."]
+    return "\n".join(lines)
+
+
+class SpikingLayer(Layer):
+    """Base of the 32 spiking types; a subclass is named after its type and gets everything from the spec."""
+
+    spec: ClassVar[NeuronSpec]
+    _signature: ClassVar[inspect.Signature]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.spec = NeuronSpec.from_name(cls.__name__)
+        cls._signature = _signature(cls.spec)
+        cls.__signature__ = cls._signature
+        cls.__doc__ = _docstring(cls.spec, inspect.cleandoc(cls.__doc__) if cls.__doc__ else None)
+
+    def __init__(self, num_neurons: int, *args: Any, **kwargs: Any) -> None:
+        try:
+            bound = self._signature.bind(num_neurons, *args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"{type(self).__name__}{self._signature}: {exc}") from None
+        bound.apply_defaults()
+        a = bound.arguments
+        super().__init__(num_neurons, dim=a["dim"])
+        for p in self.spec.params:
+            self.define_parameter(
+                p.name, a[p.name], rank=a[f"{p.name}_rank"], learnable=a[f"learn_{p.name}"], constraint=p.constraint
+            )
+        for name in self.spec.states:
+            self.define_state(name)
+        if self.spec.fires:
+            self.spike_fn = make_spike_fn(a["spike_fn"])
+            self.detach_reset = bool(a["detach_reset"])
+        else:
+            self.spike_fn, self.detach_reset = None, False
+
+    def step(self, x: Tensor, state: dict[str, Tensor], params: dict[str, Tensor]) -> tuple[Tensor, Any]:
+        return neuron_step(x, state, params, self.spec, self.spike_fn, self.detach_reset)
+
+    def sequence(self, x_seq: Tensor, state: dict[str, Tensor], params: dict[str, Tensor]) -> tuple[Tensor, Any]:
+        fast = _sequence.fused_sequence(self.spec, x_seq, state, params, self.spike_fn, self.detach_reset)
+        if fast is not None:
+            return fast
+        return super().sequence(x_seq, state, params)
+
+
+# fmt: off
+class LI(SpikingLayer):
+    """``LI``: leaky integrator, ``mem <- beta mem + x``, output ``mem``. A common readout."""
+class DLI(SpikingLayer): pass  # noqa: E701
+class SLI(SpikingLayer): pass  # noqa: E701
+class DSLI(SpikingLayer): pass  # noqa: E701
+class LIEMA(SpikingLayer): pass  # noqa: E701
+class DLIEMA(SpikingLayer): pass  # noqa: E701
+class SLIEMA(SpikingLayer): pass  # noqa: E701
+class DSLIEMA(SpikingLayer): pass  # noqa: E701
+class LIB(SpikingLayer):
+    """``LIB``: leaky integrate-and-fire (the classic LIF). ``mem <- beta mem + x``; spike 1 when
+    ``mem >= threshold - bias``; ``mem <- mem - spike * threshold``. Returns the 0/1 spikes."""
+class DLIB(SpikingLayer): pass  # noqa: E701
+class SLIB(SpikingLayer): pass  # noqa: E701
+class RLIB(SpikingLayer): pass  # noqa: E701
+class DSLIB(SpikingLayer): pass  # noqa: E701
+class DRLIB(SpikingLayer): pass  # noqa: E701
+class SRLIB(SpikingLayer): pass  # noqa: E701
+class DSRLIB(SpikingLayer): pass  # noqa: E701
+class LIT(SpikingLayer): pass  # noqa: E701
+class DLIT(SpikingLayer): pass  # noqa: E701
+class SLIT(SpikingLayer): pass  # noqa: E701
+class RLIT(SpikingLayer): pass  # noqa: E701
+class DSLIT(SpikingLayer): pass  # noqa: E701
+class DRLIT(SpikingLayer): pass  # noqa: E701
+class SRLIT(SpikingLayer): pass  # noqa: E701
+class DSRLIT(SpikingLayer): pass  # noqa: E701
+class LITS(SpikingLayer): pass  # noqa: E701
+class DLITS(SpikingLayer): pass  # noqa: E701
+class SLITS(SpikingLayer): pass  # noqa: E701
+class RLITS(SpikingLayer): pass  # noqa: E701
+class DSLITS(SpikingLayer): pass  # noqa: E701
+class DRLITS(SpikingLayer): pass  # noqa: E701
+class SRLITS(SpikingLayer): pass  # noqa: E701
+class DSRLITS(SpikingLayer): pass  # noqa: E701
+# fmt: on

@@ -1,0 +1,65 @@
+"""Fast whole-sequence paths for the spiking mechanism; the reference is the step loop over
+:func:`tracetorch.functional.neuron_step`, and tests compare the two for every type.
+
+* ``LI`` family: every trace is a first-order linear recurrence, so each is one
+  :func:`~tracetorch.ops.linear_scan` over the whole sequence (one autograd node per trace), with the
+  element-wise parts (sign splits, EMA input scaling) applied to all steps at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch import Tensor
+
+from ..functional.spiking import NeuronSpec
+from ..ops.linear_scan import linear_scan
+
+__all__ = ["fused_sequence", "li_family_sequence"]
+
+
+def fused_sequence(
+    spec: NeuronSpec,
+    x_seq: Tensor,
+    state: dict[str, Tensor],
+    params: dict[str, Tensor],
+    spike_fn: Callable[[Tensor], Tensor] | None,
+    detach_reset: bool,
+) -> tuple[Tensor, dict[str, Tensor]] | None:
+    """The fastest available path for ``spec``, or ``None`` to use the reference step loop."""
+    if not spec.fires:
+        return li_family_sequence(spec, x_seq, state, params)
+    return None
+
+
+def _ema_scan(x: Tensor, decay: Tensor, h0: Tensor) -> Tensor:
+    # decay * h + (1 - decay) * x, computed exactly as functional.spiking.ema does per step
+    return linear_scan((1 - decay) * x, decay, h0)
+
+
+def li_family_sequence(
+    spec: NeuronSpec, x: Tensor, state: dict[str, Tensor], p: dict[str, Tensor]
+) -> tuple[Tensor, dict[str, Any]]:
+    """All 8 ``LI`` types over a whole sequence ``x`` ``[T, ...]`` with linear scans."""
+    new: dict[str, Tensor] = {}
+    if spec.synaptic:
+        if spec.dual:
+            pos = _ema_scan(x.clamp(min=0), p["pos_alpha"], state["pos_syn"])
+            neg = _ema_scan(x.clamp(max=0), p["neg_alpha"], state["neg_syn"])
+            new["pos_syn"], new["neg_syn"] = pos[-1], neg[-1]
+            u = pos + neg
+        else:
+            u = _ema_scan(x, p["alpha"], state["syn"])
+            new["syn"] = u[-1]
+    else:
+        u = x
+    membrane = _ema_scan if spec.ema else linear_scan
+    if spec.dual:
+        pos = membrane(u.clamp(min=0), p["pos_beta"], state["pos_mem"])
+        neg = membrane(u.clamp(max=0), p["neg_beta"], state["neg_mem"])
+        new["pos_mem"], new["neg_mem"] = pos[-1], neg[-1]
+        return pos + neg, new
+    mem = membrane(u, p["beta"], state["mem"])
+    new["mem"] = mem[-1]
+    return mem, new
