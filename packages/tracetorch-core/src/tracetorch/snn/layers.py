@@ -15,12 +15,14 @@ from __future__ import annotations
 import inspect
 from typing import Any, ClassVar
 
+import torch
 from torch import Tensor
 
 from ..functional.spike import make_spike_fn
 from ..functional.spiking import NAMES, NeuronSpec, neuron_step
 from ..layer import Layer
 from . import sequence as _sequence
+from .fused import stream_step
 
 __all__ = ["SpikingLayer", *NAMES]
 
@@ -104,14 +106,29 @@ class SpikingLayer(Layer):
             )
         for name in self.spec.states:
             self.define_state(name)
+        self.__dict__["_raw_names"] = tuple(f"raw_{p.name}" for p in self.spec.params)
         if self.spec.fires:
             self.spike_fn = make_spike_fn(a["spike_fn"])
             self.detach_reset = bool(a["detach_reset"])
         else:
             self.spike_fn, self.detach_reset = None, False
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        if name == "spike_fn":  # a plain reference for the streaming path (submodule lookups are slow)
+            self.__dict__["_spike"] = value
+
     def step(self, x: Tensor, state: dict[str, Tensor], params: dict[str, Tensor]) -> tuple[Tensor, Any]:
         return neuron_step(x, state, params, self.spec, self.spike_fn, self.detach_reset)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """One time step. Without autograd (inference, streaming) a lean path with cached parameters runs;
+        it computes the same numbers as the reference step."""
+        if not torch.is_grad_enabled() and not torch.compiler.is_compiling():
+            y = stream_step(self, x)
+            if y is not None:
+                return y
+        return super().forward(x)
 
     def sequence(self, x_seq: Tensor, state: dict[str, Tensor], params: dict[str, Tensor]) -> tuple[Tensor, Any]:
         fast = _sequence.fused_sequence(self.spec, x_seq, state, params, self.spike_fn, self.detach_reset)

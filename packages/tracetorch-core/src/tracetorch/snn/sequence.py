@@ -4,6 +4,7 @@
 * ``LI`` family: every trace is a first-order linear recurrence, so each is one
   :func:`~tracetorch.ops.linear_scan` over the whole sequence (one autograd node per trace), with the
   element-wise parts (sign splits, EMA input scaling) applied to all steps at once.
+* firing families: one fused autograd node with a hand-written backward (:mod:`tracetorch.snn.fused`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from torch import Tensor
 
 from ..functional.spiking import NeuronSpec
 from ..ops.linear_scan import linear_scan
+from .fused import fused_firing_sequence
 
 __all__ = ["fused_sequence", "li_family_sequence"]
 
@@ -30,7 +32,7 @@ def fused_sequence(
     """The fastest available path for ``spec``, or ``None`` to use the reference step loop."""
     if not spec.fires:
         return li_family_sequence(spec, x_seq, state, params)
-    return None
+    return fused_firing_sequence(spec, x_seq, state, params, spike_fn, detach_reset)
 
 
 def _ema_scan(x: Tensor, decay: Tensor, h0: Tensor) -> Tensor:

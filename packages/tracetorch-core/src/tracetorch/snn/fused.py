@@ -1,0 +1,550 @@
+"""Fused whole-sequence kernel for the firing neuron types (B, T, TS; any of D, R), one autograd node.
+
+Reference: the step loop over :func:`tracetorch.functional.neuron_step`; tests compare outputs, final states
+and gradients for all 24 firing types. What makes this fast:
+
+* no autograd graph per step: the forward loop runs without autograd and writes into preallocated buffers
+  with the same ops as the reference (so outputs are bit-identical);
+* the backward is written out by hand, in reverse time, over element-wise adjoints;
+* parameters are activated once per sequence (by the layer) and their gradients are accumulated
+  element-wise in place and reduced over the batch once at the end;
+* binary spikes are written straight into float buffers (``torch.ge(..., out=)``), no bool tensors;
+* memory: one saved tensor per step for the membrane (two under D) plus the recurrent trace (R); the
+  reset membrane and the spikes are recomputed in the backward from the saved membrane (sampled spikes of
+  the ``stochastic`` mode are saved instead).
+
+The synaptic stage (S) and the sign split (D) are linear / element-wise and need no state of the firing
+core, so they run before it as ordinary autograd ops (the synapse is one ``linear_scan``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor
+
+from ..functional.spike import SpikeFunction, fire, surrogate_grad
+from ..functional.spiking import NeuronSpec
+from ..ops.linear_scan import linear_scan
+
+__all__ = ["fused_firing_sequence", "stream_step"]
+
+
+class _Cfg(NamedTuple):
+    spec: NeuronSpec
+    mode: str
+    surrogate: str
+    slope: float
+    detach_reset: bool
+
+
+def _fire_pos(m: Tensor, thr_e: Tensor, cfg: _Cfg, out: Tensor | None = None) -> Tensor:
+    """``f(m - thr_e)``, into ``out`` if given. Heaviside: ``m >= thr_e`` is exactly ``m - thr_e >= 0`` for
+    finite floats (IEEE subtraction is monotonic and never rounds a nonzero difference to zero)."""
+    if cfg.mode == "heaviside":
+        return torch.ge(m, thr_e, out=torch.empty_like(m) if out is None else out)
+    s = fire(m - thr_e, cfg.mode, cfg.slope)
+    return s if out is None else out.copy_(s)
+
+
+def _fire_neg(m: Tensor, neg_thr_e: Tensor, cfg: _Cfg) -> Tensor:
+    """``f(neg_thr_e - m)``, the magnitude of a negative spike."""
+    if cfg.mode == "heaviside":
+        out = torch.empty_like(m)
+        return torch.le(m, neg_thr_e, out=out)
+    return fire(neg_thr_e - m, cfg.mode, cfg.slope)
+
+
+def _surrogate_times(g: Tensor, v: Tensor, cfg: _Cfg) -> Tensor:
+    """``g * f'(v)``; the sigmoid surrogate uses one fused ``sigmoid_backward`` kernel."""
+    if cfg.surrogate == "sigmoid":
+        k = cfg.slope
+        return torch.ops.aten.sigmoid_backward(g * k, torch.sigmoid(v * k))
+    return g * surrogate_grad(v, cfg.surrogate, cfg.slope)
+
+
+_sigmoid_backward = torch.ops.aten.sigmoid_backward.default  # resolved once: torch.ops lookups are slow
+
+
+class _Consts:
+    """Per-sequence constants derived from the parameters (shared by forward, backward and streaming)."""
+
+    def __init__(self, cfg: _Cfg, beta, nbeta, gamma, ngamma, thr, nthr, bias, kp, kn, w, nw) -> None:
+        spec = cfg.spec
+        self.cfg = cfg
+        self.dual, self.rec_on, self.dual_rec = spec.dual, spec.recurrent, spec.dual_rec
+        self.tern, self.ts = spec.ternary, spec.family == "TS"
+        self.beta, self.nbeta, self.gamma, self.ngamma = beta, nbeta, gamma, ngamma
+        self.thr, self.nthr, self.bias, self.kp, self.kn, self.w, self.nw = thr, nthr, bias, kp, kn, w, nw
+        self.thr_e = thr - bias
+        self.neg_thr = -thr
+        self.neg_nthr_e = -(nthr + bias) if self.tern else None
+        self.one_m_g = 1 - gamma if self.rec_on else None
+        self.one_m_ng = 1 - ngamma if self.dual_rec else None
+
+
+def _step(c: _Consts, i_pos, i_neg, mem, nm, rec, nr, y, m_pre, nm_pre, mem_out, nm_out, rec_out, nr_out):
+    """One forward step without autograd, the same ops as ``neuron_step``. Buffers (``*_out``, ``y``,
+    ``m_pre``, ``nm_pre``) may be ``None`` (then fresh tensors are made). Returns the new states and the
+    spikes ``(mem, nm, rec, nr, sp, sn)``."""
+    cfg = c.cfg
+    if c.rec_on:
+        if c.dual_rec:
+            r = rec + nr
+            i_pos = torch.addcmul(i_pos, c.w, r.clamp(min=0))
+            i_neg = torch.addcmul(i_neg, c.nw, r.clamp(max=0))
+        else:
+            i_pos = torch.addcmul(i_pos, c.w, rec)
+    if c.dual:
+        pm = torch.addcmul(i_pos, c.beta, mem, out=m_pre) if m_pre is not None else torch.addcmul(i_pos, c.beta, mem)
+        npm = torch.addcmul(i_neg, c.nbeta, nm, out=nm_pre) if nm_pre is not None else torch.addcmul(i_neg, c.nbeta, nm)
+        m = pm + npm
+    else:
+        pm = npm = None
+        m = torch.addcmul(i_pos, c.beta, mem, out=m_pre) if m_pre is not None else torch.addcmul(i_pos, c.beta, mem)
+    sn = None
+    if c.tern:
+        sp = _fire_pos(m, c.thr_e, cfg)
+        sn = _fire_neg(m, c.neg_nthr_e, cfg)
+        if c.ts:
+            out = sp - sn
+            y = torch.sub(c.kp * sp, c.kn * sn, out=y) if y is not None else c.kp * sp - c.kn * sn
+        else:
+            out = torch.sub(sp, sn, out=y) if y is not None else sp - sn
+    else:
+        out = sp = _fire_pos(m, c.thr_e, cfg, out=y)
+    # reset
+    base = pm if c.dual else m
+    mem = torch.addcmul(base, sp, c.neg_thr, out=mem_out) if mem_out is not None else torch.addcmul(base, sp, c.neg_thr)
+    if c.dual:
+        if c.tern:
+            nm = torch.addcmul(npm, sn, c.nthr, out=nm_out) if nm_out is not None else torch.addcmul(npm, sn, c.nthr)
+        else:
+            nm = nm_out.copy_(npm) if nm_out is not None else npm
+    elif c.tern:
+        mem.addcmul_(sn, c.nthr)
+    if c.rec_on:
+        if c.dual_rec:
+            po, no = out.clamp(min=0), out.clamp(max=0)
+            rec = torch.addcmul(c.one_m_g * po, c.gamma, rec, out=rec_out)
+            nr = torch.addcmul(c.one_m_ng * no, c.ngamma, nr, out=nr_out)
+        else:
+            ro = c.one_m_g * out
+            rec = (
+                torch.addcmul(ro, c.gamma, rec, out=rec_out) if rec_out is not None else torch.addcmul(ro, c.gamma, rec)
+            )
+    return mem, nm, rec, nr, sp, sn
+
+
+class _FiringCore(torch.autograd.Function):
+    """Inputs: drives ``u`` (``dn``: negative drive under D) ``[T, ...]``; initial states; parameters (shaped
+    to broadcast). Absent ones are ``None``. Outputs: ``y [T, ...]`` and the final states."""
+
+    @staticmethod
+    def forward(
+        ctx, cfg: _Cfg, u, dn, mem0, nm0, rec0, nr0, beta, nbeta, gamma, ngamma, thr, nthr, bias, kp, kn, w, nw
+    ):
+        c = _Consts(cfg, beta, nbeta, gamma, ngamma, thr, nthr, bias, kp, kn, w, nw)
+        dual, rec_on, dual_rec = c.dual, c.rec_on, c.dual_rec
+        stochastic = cfg.mode == "stochastic"
+        T = u.shape[0]  # noqa: N806
+
+        def buf(on: bool = True) -> Tensor | None:
+            return torch.empty_like(u) if on else None
+
+        # saved: pre-reset membrane (M), post-reset membrane (MP), recurrent traces; spikes only if sampled
+        Y, M, MP = buf(), buf(), buf()  # noqa: N806
+        NM, NMP = buf(dual), buf(dual)  # noqa: N806
+        REC, NREC = buf(rec_on), buf(dual_rec)  # noqa: N806
+        SP, SN = buf(stochastic), buf(stochastic and c.tern)  # noqa: N806
+
+        def views(b: Tensor | None) -> tuple:
+            return b.unbind(0) if b is not None else (None,) * T
+
+        us, dns, ys, ms, mps, nms, nmps, recs, nrecs = map(views, (u, dn, Y, M, MP, NM, NMP, REC, NREC))
+        mem, nm, rec, nr = mem0, nm0, rec0, nr0
+        for t in range(T):
+            mem, nm, rec, nr, sp, sn = _step(
+                c, us[t], dns[t], mem, nm, rec, nr, ys[t], ms[t], nms[t], mps[t], nmps[t], recs[t], nrecs[t]
+            )
+            if stochastic:
+                SP[t] = sp
+                if c.tern:
+                    SN[t] = sn
+
+        ctx.cfg = cfg
+        ctx.save_for_backward(Y, M, MP, NM, NMP, REC, NREC, SP, SN, mem0, nm0, rec0, nr0, beta, nbeta, gamma,
+                              ngamma, thr, nthr, bias, kp, kn, w, nw)  # fmt: skip
+        finals = [mem.clone()] + ([nm.clone()] if dual else [])
+        if rec_on:
+            finals.append(rec.clone())
+        if dual_rec:
+            finals.append(nr.clone())
+        return (Y, *finals)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gY, *g_finals):  # noqa: N803
+        cfg: _Cfg = ctx.cfg
+        (Y, M, MP, NM, NMP, REC, NREC, SP, SN, mem0, nm0, rec0, nr0, beta, nbeta, gamma, ngamma, thr, nthr,  # noqa: N806
+         bias, kp, kn, w, nw) = ctx.saved_tensors  # fmt: skip
+        c = _Consts(cfg, beta, nbeta, gamma, ngamma, thr, nthr, bias, kp, kn, w, nw)
+        dual, rec_on, dual_rec, tern, ts = c.dual, c.rec_on, c.dual_rec, c.tern, c.ts
+        (n_u, n_dn, n_mem0, n_nm0, n_rec0, n_nr0, n_beta, n_nbeta, n_gamma, n_ngamma, n_thr, n_nthr, n_bias, n_kp,
+         n_kn, n_w, n_nw) = ctx.needs_input_grad[1:]  # fmt: skip
+        T = M.shape[0]  # noqa: N806
+        stochastic = cfg.mode == "stochastic"
+        sigmoid_fast = cfg.surrogate == "sigmoid"
+        k = cfg.slope
+        neg_thr_e_k = -(c.thr_e * k) if sigmoid_fast else None
+        nthr_e_k = c.neg_nthr_e * k if sigmoid_fast and tern else None
+        detach_reset = cfg.detach_reset
+        # B-family spikes are the outputs themselves (no recompute); ternary ones are recomputed
+        reuse_y = not tern
+
+        def zeros() -> Tensor:
+            return torch.zeros_like(M[0])
+
+        gi = iter(g_finals)
+
+        def first_adjoint(present: bool) -> Tensor | None:
+            if not present:
+                return None
+            g = next(gi)
+            return zeros() if g is None else g.clone()
+
+        g_mem, g_nm, g_rec, g_nr = (
+            first_adjoint(True),
+            first_adjoint(dual),
+            first_adjoint(rec_on),
+            first_adjoint(dual_rec),
+        )
+
+        gU = torch.empty_like(M)  # noqa: N806
+        gDN = torch.empty_like(M) if dual else None  # noqa: N806
+        acc_beta = zeros() if n_beta else None
+        acc_nbeta = zeros() if n_nbeta else None
+        acc_gamma = zeros() if n_gamma else None
+        acc_ngamma = zeros() if n_ngamma else None
+        acc_vp = zeros() if (n_thr or n_bias) else None
+        acc_vn = zeros() if tern and (n_nthr or n_bias) else None
+        acc_rp = zeros() if n_thr else None
+        acc_rn = zeros() if tern and n_nthr else None
+        acc_kp = zeros() if n_kp else None
+        acc_kn = zeros() if n_kn else None
+        acc_w = zeros() if n_w else None
+        acc_nw = zeros() if n_nw else None
+
+        ys, ms, mps, gys, gus = Y.unbind(0), M.unbind(0), MP.unbind(0), gY.unbind(0), gU.unbind(0)
+        nms = NM.unbind(0) if dual else None
+        nmps = NMP.unbind(0) if dual else None
+        gdns = gDN.unbind(0) if dual else None
+        recs = REC.unbind(0) if rec_on else None
+        nrecs = NREC.unbind(0) if dual_rec else None
+        for t in range(T - 1, -1, -1):
+            m = ms[t] + nms[t] if dual else ms[t]
+            if stochastic:
+                sp = SP[t]
+                sn = SN[t] if tern else None
+            elif reuse_y:
+                sp, sn = ys[t], None
+            else:
+                sp = _fire_pos(m, c.thr_e, cfg)
+                sn = _fire_neg(m, c.neg_nthr_e, cfg)
+            if t > 0:
+                mem_prev = mps[t - 1]
+                nm_prev = nmps[t - 1] if dual else None
+                rec_prev = recs[t - 1] if rec_on else None
+                nr_prev = nrecs[t - 1] if dual_rec else None
+            else:
+                mem_prev, nm_prev, rec_prev, nr_prev = mem0, nm0, rec0, nr0
+
+            # recurrent trace: rec_t = g rec_{t-1} + (1 - g) o_t
+            g_out = None
+            if rec_on:
+                out = sp - sn if tern else sp
+                if dual_rec:
+                    o_pos, o_neg = out.clamp(min=0), out.clamp(max=0)
+                    if n_gamma:
+                        acc_gamma.addcmul_(g_rec, rec_prev - o_pos)
+                    if n_ngamma:
+                        acc_ngamma.addcmul_(g_nr, nr_prev - o_neg)
+                    g_out = (c.one_m_g * g_rec) * (out >= 0) + (c.one_m_ng * g_nr) * (out <= 0)
+                    g_rec = gamma * g_rec
+                    g_nr = ngamma * g_nr
+                else:
+                    if n_gamma:
+                        acc_gamma.addcmul_(g_rec, rec_prev - out)
+                    g_out = c.one_m_g * g_rec
+                    g_rec = gamma * g_rec
+            # outputs: y = out (B, T) or kp sp - kn sn (TS); out = sp - sn
+            gy = gys[t]
+            if ts:
+                if n_kp:
+                    acc_kp.addcmul_(gy, sp)
+                if n_kn:
+                    acc_kn.addcmul_(gy, sn, value=-1.0)
+                g_sp = kp * gy
+                g_sn = -(kn * gy)
+                if g_out is not None:
+                    g_sp = g_sp + g_out
+                    g_sn = g_sn - g_out
+            else:
+                g_sp = gy if g_out is None else gy + g_out
+                g_sn = -g_sp if tern else None
+            # reset: mem_t = m - sp thr (+ sn nthr); under D each sign on its own branch
+            g_state_neg = g_nm if dual else g_mem
+            if n_thr:
+                acc_rp.addcmul_(sp, g_mem)
+            if not detach_reset:
+                g_sp = torch.addcmul(g_sp, g_mem, c.neg_thr)
+            if tern:
+                if n_nthr:
+                    acc_rn.addcmul_(sn, g_state_neg)
+                if not detach_reset:
+                    g_sn = torch.addcmul(g_sn, g_state_neg, nthr)
+            # fire: sp = f(m - thr_e); the sigmoid surrogate's slope k rides on scalar alphas
+            if sigmoid_fast:
+                sb = _sigmoid_backward(g_sp, torch.sigmoid(torch.add(neg_thr_e_k, m, alpha=k)))
+                alpha = k
+            else:
+                sb = g_sp * surrogate_grad(m - c.thr_e, cfg.surrogate, cfg.slope)
+                alpha = 1.0
+            if acc_vp is not None:
+                acc_vp.add_(sb, alpha=alpha)
+            if tern:
+                if sigmoid_fast:
+                    sbn = _sigmoid_backward(g_sn, torch.sigmoid(torch.sub(nthr_e_k, m, alpha=k)))
+                else:
+                    sbn = g_sn * surrogate_grad(c.neg_nthr_e - m, cfg.surrogate, cfg.slope)
+                if acc_vn is not None:
+                    acc_vn.add_(sbn, alpha=alpha)
+            # membrane: pre = beta * prev + drive; the drive's gradient is g_pre itself
+            g_pre = torch.add(g_mem, sb, alpha=alpha, out=gus[t])
+            if tern:
+                g_pre.sub_(sbn, alpha=alpha)
+            if n_beta:
+                acc_beta.addcmul_(g_pre, mem_prev)
+            g_mem = beta * g_pre
+            if dual:
+                g_npre = torch.add(g_state_neg, sb, alpha=alpha, out=gdns[t])
+                if tern:
+                    g_npre.sub_(sbn, alpha=alpha)
+                if n_nbeta:
+                    acc_nbeta.addcmul_(g_npre, nm_prev)
+                g_nm = nbeta * g_npre
+            # drive: I = u + w * rec_{t-1}
+            if rec_on:
+                if dual_rec:
+                    r = rec_prev + nr_prev
+                    if n_w:
+                        acc_w.addcmul_(g_pre, r.clamp(min=0))
+                    if n_nw:
+                        acc_nw.addcmul_(g_npre, r.clamp(max=0))
+                    g_r = (w * g_pre) * (r >= 0) + (nw * g_npre) * (r <= 0)
+                    g_rec = g_rec + g_r
+                    g_nr = g_nr + g_r
+                else:
+                    if n_w:
+                        acc_w.addcmul_(g_pre, rec_prev)
+                    g_rec = torch.addcmul(g_rec, w, g_pre)
+
+        def red(a: Tensor | None, like: Tensor | None) -> Tensor | None:
+            return None if a is None or like is None else a.sum_to_size(like.shape)
+
+        g_thr = red(acc_vp + acc_rp, thr).neg_() if n_thr else None
+        g_nthr = red(acc_rn - acc_vn, nthr) if n_nthr else None
+        g_bias = None
+        if n_bias:
+            g_bias = red(acc_vp - acc_vn if tern else acc_vp, bias)
+        return (
+            None,
+            gU if n_u else None,
+            gDN if n_dn else None,
+            red(g_mem, mem0) if n_mem0 else None,
+            red(g_nm, nm0) if n_nm0 else None,
+            red(g_rec, rec0) if n_rec0 else None,
+            red(g_nr, nr0) if n_nr0 else None,
+            red(acc_beta, beta),
+            red(acc_nbeta, nbeta),
+            red(acc_gamma, gamma),
+            red(acc_ngamma, ngamma),
+            g_thr,
+            g_nthr,
+            g_bias,
+            red(acc_kp, kp),
+            red(acc_kn, kn),
+            red(acc_w, w),
+            red(acc_nw, nw),
+        )
+
+
+def _ema_scan(x: Tensor, decay: Tensor, h0: Tensor) -> Tensor:
+    return linear_scan((1 - decay) * x, decay, h0)
+
+
+def fused_firing_sequence(
+    spec: NeuronSpec,
+    x: Tensor,
+    state: dict[str, Tensor],
+    p: dict[str, Tensor],
+    spike_fn: Any,
+    detach_reset: bool,
+) -> tuple[Tensor, dict[str, Tensor]] | None:
+    """Run a firing type over ``x`` ``[T, ...]``; ``None`` if this input needs the reference loop (a custom
+    spike callable, mixed dtypes)."""
+    if not isinstance(spike_fn, SpikeFunction):
+        return None
+    dtype = x.dtype
+    if any(t.dtype != dtype for t in (*state.values(), *p.values())):
+        return None
+    cfg = _Cfg(spec, spike_fn.mode, spike_fn.surrogate, spike_fn.slope, bool(detach_reset))
+    new: dict[str, Tensor] = {}
+    # S and the D sign split: plain autograd ops over the whole sequence
+    if spec.synaptic:
+        if spec.dual:
+            ps = _ema_scan(x.clamp(min=0), p["pos_alpha"], state["pos_syn"])
+            ns = _ema_scan(x.clamp(max=0), p["neg_alpha"], state["neg_syn"])
+            new["pos_syn"], new["neg_syn"] = ps[-1], ns[-1]
+            u = ps + ns
+        else:
+            u = _ema_scan(x, p["alpha"], state["syn"])
+            new["syn"] = u[-1]
+    else:
+        u = x
+    dn = None
+    if spec.dual:
+        u, dn = u.clamp(min=0), u.clamp(max=0)
+
+    g = p.get
+    if spec.family == "B":
+        thr, nthr = p["threshold"], None
+    else:
+        thr, nthr = p["pos_threshold"], p["neg_threshold"]
+    if spec.dual_rec:
+        gamma, ngamma, w, nw = g("pos_gamma"), g("neg_gamma"), g("pos_rec_weight"), g("neg_rec_weight")
+    else:
+        gamma, ngamma, w, nw = g("gamma"), None, g("rec_weight"), None
+    if spec.dual:
+        beta, nbeta, mem0, nm0 = p["pos_beta"], p["neg_beta"], state["pos_mem"], state["neg_mem"]
+    else:
+        beta, nbeta, mem0, nm0 = p["beta"], None, state["mem"], None
+    if spec.dual_rec:
+        rec0, nr0 = state["pos_rec"], state["neg_rec"]
+    else:
+        rec0, nr0 = state.get("rec"), None
+
+    y, *finals = _FiringCore.apply(
+        cfg, u, dn, mem0, nm0, rec0, nr0, beta, nbeta, gamma, ngamma, thr, nthr, p["bias"],
+        g("pos_scale"), g("neg_scale"), w, nw,
+    )  # fmt: skip
+    fi = iter(finals)
+    if spec.dual:
+        new["pos_mem"], new["neg_mem"] = next(fi), next(fi)
+    else:
+        new["mem"] = next(fi)
+    if spec.recurrent:
+        if spec.dual_rec:
+            new["pos_rec"], new["neg_rec"] = next(fi), next(fi)
+        else:
+            new["rec"] = next(fi)
+    return y, new
+
+
+def stream_step(layer: Any, x: Tensor) -> Tensor | None:
+    """One no-grad streaming step of a spiking layer with minimal kernels, or ``None`` to use the reference.
+
+    Parameters are activated once and cached while their raw tensors are unchanged (version counters);
+    every output and state is a fresh tensor, so nothing handed out earlier is ever overwritten. Written for
+    low Python overhead: it runs once per time step.
+    """
+    d = layer.__dict__
+    spec: NeuronSpec = layer.spec
+    states = d["_states"]
+    shape = x.shape
+    for v in states.values():
+        if v is None or v.shape != shape or v.device != x.device:
+            layer.check_input(shape)  # first step of a stream, or an error with a clear message
+            states.update(layer.prepare_states(shape, x.dtype, x.device))
+            break
+    c, p = _cached_consts(layer, d, x)
+    if p is None:
+        return None
+    u = x
+    if spec.synaptic:
+        if spec.dual:
+            ps = torch.addcmul(p["om_pos_alpha"] * x.clamp(min=0), p["pos_alpha"], states["pos_syn"])
+            ns = torch.addcmul(p["om_neg_alpha"] * x.clamp(max=0), p["neg_alpha"], states["neg_syn"])
+            states["pos_syn"], states["neg_syn"] = ps, ns
+            u = ps + ns
+        else:
+            u = states["syn"] = torch.addcmul(p["om_alpha"] * x, p["alpha"], states["syn"])
+    if c is None:  # LI family: membrane only
+        if spec.dual:
+            pm = _li_membrane(u.clamp(min=0), p, "pos_beta", states["pos_mem"], spec.ema)
+            nm = _li_membrane(u.clamp(max=0), p, "neg_beta", states["neg_mem"], spec.ema)
+            states["pos_mem"], states["neg_mem"] = pm, nm
+            return pm + nm
+        y = states["mem"] = _li_membrane(u, p, "beta", states["mem"], spec.ema)
+        return y
+    if spec.dual:
+        mem, nm, rec, nr, sp, sn = _step(
+            c, u.clamp(min=0), u.clamp(max=0), states["pos_mem"], states["neg_mem"],
+            states.get("pos_rec" if spec.dual_rec else "rec"), states.get("neg_rec"),
+            None, None, None, None, None, None, None,
+        )  # fmt: skip
+        states["pos_mem"], states["neg_mem"] = mem, nm
+    else:
+        mem, nm, rec, nr, sp, sn = _step(
+            c, u, None, states["mem"], None, states.get("rec"), None, None, None, None, None, None, None, None
+        )
+        states["mem"] = mem
+    if spec.recurrent:
+        if spec.dual_rec:
+            states["pos_rec"], states["neg_rec"] = rec, nr
+        else:
+            states["rec"] = rec
+    if spec.family == "B":
+        return sp
+    return sp - sn if spec.family == "T" else c.kp * sp - c.kn * sn
+
+
+def _li_membrane(drive: Tensor, p: dict[str, Tensor], name: str, mem: Tensor, is_ema: bool) -> Tensor:
+    if is_ema:
+        return torch.addcmul(p[f"om_{name}"] * drive, p[name], mem)
+    return torch.addcmul(drive, p[name], mem)
+
+
+def _cached_consts(layer: Any, d: dict, x: Tensor) -> tuple[_Consts | None, dict[str, Tensor] | None]:
+    """``(consts or None for the LI family, effective params)`` for streaming; ``(None, None)`` if the
+    reference must run (a custom spike callable, mixed dtypes or devices)."""
+    params, buffers = d["_parameters"], d["_buffers"]
+    raws = [params.get(k) if k in params else buffers[k] for k in d["_raw_names"]]
+    spike_fn = d.get("_spike")
+    key = (x.ndim, x.dtype, id(spike_fn), len(d["_folded"]), *[r._version for r in raws], *map(id, raws))
+    cache = d.get("_stream_cache")
+    if cache is not None and cache[0] == key:
+        return cache[1], cache[2]
+    spec = layer.spec
+    if (spec.fires and not isinstance(spike_fn, SpikeFunction)) or any(
+        r.dtype != x.dtype or r.device != x.device for r in raws
+    ):
+        return None, None
+    p = dict(layer.params(x.ndim))
+    for name in ("alpha", "pos_alpha", "neg_alpha", "beta", "pos_beta", "neg_beta"):
+        if name in p:
+            p[f"om_{name}"] = 1 - p[name]
+    c = None
+    if spec.fires:
+        g = p.get
+        cfg = _Cfg(spec, spike_fn.mode, spike_fn.surrogate, spike_fn.slope, layer.detach_reset)
+        beta, nbeta = (p["pos_beta"], p["neg_beta"]) if spec.dual else (p["beta"], None)
+        if spec.dual_rec:
+            gamma, ngamma, w, nw = p["pos_gamma"], p["neg_gamma"], p["pos_rec_weight"], p["neg_rec_weight"]
+        else:
+            gamma, ngamma, w, nw = g("gamma"), None, g("rec_weight"), None
+        thr, nthr = (p["threshold"], None) if spec.family == "B" else (p["pos_threshold"], p["neg_threshold"])
+        c = _Consts(cfg, beta, nbeta, gamma, ngamma, thr, nthr, p["bias"], g("pos_scale"), g("neg_scale"), w, nw)
+    d["_stream_cache"] = (key, c, p)
+    return c, p
