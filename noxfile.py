@@ -46,7 +46,7 @@ def install(session: nox.Session, *requirements: str, editable: tuple[Path, ...]
 @nox.session
 def tests(session: nox.Session) -> None:
     """Core test suite (pytest). Extra pytest arguments pass through: ``nox -s tests -- -k scan``."""
-    install(session, "pytest>=7", editable=(CORE,))
+    install(session, "pytest>=7", "matplotlib>=3.5", editable=(CORE,))  # matplotlib: the plot extra is tested too
     session.run("pytest", str(CORE / "tests"), *session.posargs)
 
 

@@ -12,7 +12,7 @@ sequence with ``scan``, and can zero, detach, save and load them::
     model.zero_states()                           # next, unrelated sequence
 """
 
-from . import functional, ops, params, snn
+from . import encoders, functional, ops, params, snn
 from ._version import __version__
 from .errors import StateError, StateLoadError
 from .layer import Layer, step_loop
@@ -30,6 +30,7 @@ __all__ = [
     "Stateful",
     "__version__",
     "detach_states",
+    "encoders",
     "functional",
     "get_states",
     "load_states",
