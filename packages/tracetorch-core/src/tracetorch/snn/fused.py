@@ -9,9 +9,10 @@ and gradients for all 24 firing types. What makes this fast:
 * parameters are activated once per sequence (by the layer) and their gradients are accumulated
   element-wise in place and reduced over the batch once at the end;
 * binary spikes are written straight into float buffers (``torch.ge(..., out=)``), no bool tensors;
-* memory: one saved tensor per step for the membrane (two under D) plus the recurrent trace (R); the
-  reset membrane and the spikes are recomputed in the backward from the saved membrane (sampled spikes of
-  the ``stochastic`` mode are saved instead).
+* memory: one saved tensor per step for the pre-reset membrane (two under D) plus the recurrent trace (R);
+  the reset membrane and the spikes are recomputed in the backward (binary spikes are the outputs; sampled
+  ternary spikes are saved). Saved buffers come from a small pool (:mod:`tracetorch.ops.workspace`), since
+  fresh large buffers cost a page fault per 4 KiB; without autograd nothing is saved.
 
 The synaptic stage (S) and the sign split (D) are linear / element-wise and need no state of the firing
 core, so they run before it as ordinary autograd ops (the synapse is one ``linear_scan``).
@@ -27,6 +28,7 @@ from torch import Tensor
 from ..functional.spike import SpikeFunction, fire, surrogate_grad
 from ..functional.spiking import NeuronSpec
 from ..ops.linear_scan import linear_scan
+from ..ops.workspace import give_back_when_dead, take
 
 __all__ = ["fused_firing_sequence", "stream_step"]
 
@@ -37,6 +39,7 @@ class _Cfg(NamedTuple):
     surrogate: str
     slope: float
     detach_reset: bool
+    grad: bool = True  # autograd was on at the call (forward() itself always runs with it off)
 
 
 def _fire_pos(m: Tensor, thr_e: Tensor, cfg: _Cfg, out: Tensor | None = None) -> Tensor:
@@ -147,36 +150,38 @@ class _FiringCore(torch.autograd.Function):
     ):
         c = _Consts(cfg, beta, nbeta, gamma, ngamma, thr, nthr, bias, kp, kn, w, nw)
         dual, rec_on, dual_rec = c.dual, c.rec_on, c.dual_rec
-        stochastic = cfg.mode == "stochastic"
         T = u.shape[0]  # noqa: N806
+        need = cfg.grad and any(ctx.needs_input_grad[1:])
 
-        def buf(on: bool = True) -> Tensor | None:
-            return torch.empty_like(u) if on else None
+        def saved(on: bool) -> Tensor | None:
+            return take(u) if on and need else None
 
-        # saved: pre-reset membrane (M), post-reset membrane (MP), recurrent traces; spikes only if sampled
-        Y, M, MP = buf(), buf(), buf()  # noqa: N806
-        NM, NMP = buf(dual), buf(dual)  # noqa: N806
-        REC, NREC = buf(rec_on), buf(dual_rec)  # noqa: N806
-        SP, SN = buf(stochastic), buf(stochastic and c.tern)  # noqa: N806
+        # Saved for the backward (from the workspace pool): the pre-reset membrane and the recurrent trace.
+        # Reset membranes and binary spikes are recomputed; sampled ternary spikes are saved.
+        Y = torch.empty_like(u)  # noqa: N806
+        M, NM = saved(True), saved(dual)  # noqa: N806
+        REC, NREC = saved(rec_on), saved(dual_rec)  # noqa: N806
+        keep_spikes = cfg.mode == "stochastic" and c.tern
+        SP, SN = saved(keep_spikes), saved(keep_spikes)  # noqa: N806
 
         def views(b: Tensor | None) -> tuple:
             return b.unbind(0) if b is not None else (None,) * T
 
-        us, dns, ys, ms, mps, nms, nmps, recs, nrecs = map(views, (u, dn, Y, M, MP, NM, NMP, REC, NREC))
+        us, dns, ys, ms, nms, recs, nrecs = map(views, (u, dn, Y, M, NM, REC, NREC))
         mem, nm, rec, nr = mem0, nm0, rec0, nr0
         for t in range(T):
             mem, nm, rec, nr, sp, sn = _step(
-                c, us[t], dns[t], mem, nm, rec, nr, ys[t], ms[t], nms[t], mps[t], nmps[t], recs[t], nrecs[t]
+                c, us[t], dns[t], mem, nm, rec, nr, ys[t], ms[t], nms[t], None, None, recs[t], nrecs[t]
             )
-            if stochastic:
+            if keep_spikes:
                 SP[t] = sp
-                if c.tern:
-                    SN[t] = sn
+                SN[t] = sn
 
         ctx.cfg = cfg
-        ctx.save_for_backward(Y, M, MP, NM, NMP, REC, NREC, SP, SN, mem0, nm0, rec0, nr0, beta, nbeta, gamma,
-                              ngamma, thr, nthr, bias, kp, kn, w, nw)  # fmt: skip
-        finals = [mem.clone()] + ([nm.clone()] if dual else [])
+        ctx.save_for_backward(Y, M, NM, REC, NREC, SP, SN, mem0, nm0, rec0, nr0, beta, nbeta, gamma, ngamma, thr,
+                              nthr, bias, kp, kn, w, nw)  # fmt: skip
+        give_back_when_dead(ctx, (M, NM, REC, NREC, SP, SN))
+        finals = [mem if mem is not mem0 else mem.clone()] + ([nm if nm is not nm0 else nm.clone()] if dual else [])
         if rec_on:
             finals.append(rec.clone())
         if dual_rec:
@@ -187,8 +192,8 @@ class _FiringCore(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, gY, *g_finals):  # noqa: N803
         cfg: _Cfg = ctx.cfg
-        (Y, M, MP, NM, NMP, REC, NREC, SP, SN, mem0, nm0, rec0, nr0, beta, nbeta, gamma, ngamma, thr, nthr,  # noqa: N806
-         bias, kp, kn, w, nw) = ctx.saved_tensors  # fmt: skip
+        (Y, M, NM, REC, NREC, SP, SN, mem0, nm0, rec0, nr0, beta, nbeta, gamma, ngamma, thr, nthr, bias, kp,  # noqa: N806
+         kn, w, nw) = ctx.saved_tensors  # fmt: skip
         c = _Consts(cfg, beta, nbeta, gamma, ngamma, thr, nthr, bias, kp, kn, w, nw)
         dual, rec_on, dual_rec, tern, ts = c.dual, c.rec_on, c.dual_rec, c.tern, c.ts
         (n_u, n_dn, n_mem0, n_nm0, n_rec0, n_nr0, n_beta, n_nbeta, n_gamma, n_ngamma, n_thr, n_nthr, n_bias, n_kp,
@@ -200,8 +205,6 @@ class _FiringCore(torch.autograd.Function):
         neg_thr_e_k = -(c.thr_e * k) if sigmoid_fast else None
         nthr_e_k = c.neg_nthr_e * k if sigmoid_fast and tern else None
         detach_reset = cfg.detach_reset
-        # B-family spikes are the outputs themselves (no recompute); ternary ones are recomputed
-        reuse_y = not tern
 
         def zeros() -> Tensor:
             return torch.zeros_like(M[0])
@@ -236,25 +239,39 @@ class _FiringCore(torch.autograd.Function):
         acc_w = zeros() if n_w else None
         acc_nw = zeros() if n_nw else None
 
-        ys, ms, mps, gys, gus = Y.unbind(0), M.unbind(0), MP.unbind(0), gY.unbind(0), gU.unbind(0)
+        ys, ms, gys, gus = Y.unbind(0), M.unbind(0), gY.unbind(0), gU.unbind(0)
         nms = NM.unbind(0) if dual else None
-        nmps = NMP.unbind(0) if dual else None
         gdns = gDN.unbind(0) if dual else None
         recs = REC.unbind(0) if rec_on else None
         nrecs = NREC.unbind(0) if dual_rec else None
-        for t in range(T - 1, -1, -1):
+        need_prev_mem = n_beta or n_nbeta
+
+        def spikes_at(t: int) -> tuple[Tensor, Tensor, Tensor | None]:
+            """(membrane, positive spikes, negative spike magnitudes) of step t, from the saved membrane."""
             m = ms[t] + nms[t] if dual else ms[t]
+            if not tern:
+                return m, ys[t], None  # binary spikes are the outputs themselves
             if stochastic:
-                sp = SP[t]
-                sn = SN[t] if tern else None
-            elif reuse_y:
-                sp, sn = ys[t], None
-            else:
-                sp = _fire_pos(m, c.thr_e, cfg)
-                sn = _fire_neg(m, c.neg_nthr_e, cfg)
+                return m, SP[t], SN[t]
+            return m, _fire_pos(m, c.thr_e, cfg), _fire_neg(m, c.neg_nthr_e, cfg)
+
+        def post_reset(t: int, sp: Tensor, sn: Tensor | None) -> tuple[Tensor, Tensor | None]:
+            """The state after step t's reset, as the forward computed it."""
+            mem = torch.addcmul(ms[t], sp, c.neg_thr)
+            if dual:
+                return mem, torch.addcmul(nms[t], sn, nthr) if tern else nms[t]
+            if tern:
+                mem.addcmul_(sn, nthr)
+            return mem, None
+
+        cur = spikes_at(T - 1)
+        for t in range(T - 1, -1, -1):
+            m, sp, sn = cur
             if t > 0:
-                mem_prev = mps[t - 1]
-                nm_prev = nmps[t - 1] if dual else None
+                cur = spikes_at(t - 1)
+                mem_prev = nm_prev = None
+                if need_prev_mem:
+                    mem_prev, nm_prev = post_reset(t - 1, cur[1], cur[2])
                 rec_prev = recs[t - 1] if rec_on else None
                 nr_prev = nrecs[t - 1] if dual_rec else None
             else:
@@ -399,7 +416,7 @@ def fused_firing_sequence(
     dtype = x.dtype
     if any(t.dtype != dtype for t in (*state.values(), *p.values())):
         return None
-    cfg = _Cfg(spec, spike_fn.mode, spike_fn.surrogate, spike_fn.slope, bool(detach_reset))
+    cfg = _Cfg(spec, spike_fn.mode, spike_fn.surrogate, spike_fn.slope, bool(detach_reset), torch.is_grad_enabled())
     new: dict[str, Tensor] = {}
     # S and the D sign split: plain autograd ops over the whole sequence
     if spec.synaptic:
