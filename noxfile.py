@@ -74,3 +74,16 @@ def isolation(session: nox.Session) -> None:
     session.install(TORCH)  # pin first, so the core's torch>=2.1 is already satisfied by the local CPU build
     session.install(str(CORE))
     session.run("python", str(CORE / "tests" / "check_isolation.py"))
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Speed and peak memory of the LIF neuron vs snnTorch, SpikingJelly, Norse and traceTorch 0.16.4/0.19.2 from
+    PyPI (each in its own venv under ``.nox/bench-peers``, reused), a torch.compile'd step loop and an in-place loop.
+
+    Writes benchmarks/results/results.{md,json}; ``nox -s bench -- --quick`` is a ~2 minute smoke test at tiny
+    sizes (written to benchmarks/results/quick/). Other options: ``-- --help``.
+    """
+    install(session, editable=(CORE,))  # this repo's traceTorch, torch pinned; torch.compile needs nothing more
+    session.run("python", str(ROOT / "benchmarks" / "venvs.py"), "--torch", TORCH)
+    session.run("python", str(ROOT / "benchmarks" / "run.py"), *session.posargs)

@@ -1,10 +1,10 @@
-"""Create (or reuse) one venv per peer library under ``benchmarks/.venvs/<peer>``.
+"""Create (or reuse) one venv per peer library under ``.nox/bench-peers/<peer>`` (git-ignored with ``.nox/``).
 
 Run by ``nox -s bench`` with the bench session's interpreter: ``python benchmarks/venvs.py --torch torch==X``.
 Each venv gets the pinned CPU torch first, then the peer's light runtime requirements, then the peer itself
 with ``--no-deps`` (several peers declare torchvision/torchaudio/triton or an unpinned torch, which would pull
 a multi-GB CUDA build). A stamp file records what was asked for: a second run with the same specification
-skips pip entirely. Prints ``{peer: python_path}`` as JSON on the last line of stdout.
+skips pip entirely. A peer that fails to install is reported and skipped (its rows say so in the results).
 """
 
 from __future__ import annotations
@@ -19,14 +19,14 @@ import venv
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-VENVS = HERE / ".venvs"
+VENVS = HERE.parent / ".nox" / "bench-peers"
 
 # peer -> (light runtime requirements installed normally, the peer packages installed with --no-deps,
 #          modules that must import afterwards). Versions are pinned so that results are comparable.
 PEERS: dict[str, dict[str, list[str]]] = {
     "snntorch": {
         # the 1.0.0 wheel declares no requirements; its neurons import only torch
-        "deps": [],
+        "deps": ["numpy"],  # not needed by the neurons, but torch warns at import without it
         "nodeps": ["snntorch==1.0.0"],
         "imports": ["snntorch"],
     },
@@ -89,19 +89,16 @@ def main() -> None:
     ap.add_argument("--torch", required=True, help="the torch requirement, e.g. torch==2.13.0")
     ap.add_argument("--only", nargs="*", default=None, help="peers to set up (default: all)")
     args = ap.parse_args()
-    VENVS.mkdir(exist_ok=True)
+    VENVS.mkdir(parents=True, exist_ok=True)
 
     def log(msg: str) -> None:
         print(f"[venvs] {msg}", file=sys.stderr, flush=True)
 
-    paths: dict[str, str | None] = {}
     for peer in args.only if args.only is not None else PEERS:
         try:
-            paths[peer] = str(ensure(peer, args.torch, log))
+            ensure(peer, args.torch, log)
         except subprocess.CalledProcessError as exc:  # a peer that won't install is reported, not fatal
-            log(f"{peer}: setup FAILED ({exc}); it will be reported as unavailable")
-            paths[peer] = None
-    print(json.dumps(paths))
+            log(f"{peer}: setup FAILED ({exc}); its rows will say so")
 
 
 if __name__ == "__main__":
