@@ -12,7 +12,7 @@ sequence with ``scan``, and can zero, detach, save and load them::
     model.zero_states()                           # next, unrelated sequence
 """
 
-from . import encoders, functional, ops, params, snn
+from . import encoders, functional, ops, params, rnn, snn
 from ._version import __version__
 from .errors import StateError, StateLoadError
 from .layer import Layer, step_loop
@@ -38,6 +38,7 @@ __all__ = [
     "ops",
     "params",
     "read_states",
+    "rnn",
     "save_states",
     "scan",
     "snn",
