@@ -5,7 +5,9 @@ spike functions), comparing outputs, final states and gradients."""
 from __future__ import annotations
 
 import copy
+import os
 import random
+import zlib
 
 import pytest
 import torch
@@ -18,6 +20,7 @@ from tracetorch import snn
 
 DT = torch.float64
 ALL = list(F.NAMES)
+SEED_OFFSET = int(os.environ.get("TT_TEST_SEED_OFFSET", "0"))  # to probe robustness across seeds
 
 
 def test_there_are_exactly_32_distinct_types():
@@ -126,7 +129,7 @@ def random_params(name, n, gen):
 
 @pytest.mark.parametrize("name", ALL)
 def test_matches_the_spec_equations(name):
-    gen = torch.Generator().manual_seed(hash(name) % 1000)
+    gen = torch.Generator().manual_seed(zlib.crc32(name.encode()) + SEED_OFFSET)
     n, b, t = 6, 3, 25
     params = random_params(name, n, gen)
     layer = getattr(snn, name)(n, **params).double()
@@ -138,7 +141,7 @@ def test_matches_the_spec_equations(name):
         ref_params |= {"pos_rec_weight": params["rec_weight"], "neg_rec_weight": torch.full((n,), 5.0, dtype=DT)}
     ref_state = {k: torch.zeros(b, n, dtype=DT) for k in ("syn", "pos_syn", "neg_syn", "mem", "pos_mem", "neg_mem")}
     ref_state |= {k: torch.zeros(b, n, dtype=DT) for k in ("rec", "pos_rec", "neg_rec", "prev_output")}
-    xs = torch.randn(t, b, n, generator=gen, dtype=DT) * 1.5
+    xs = torch.randn(t, b, n, generator=gen, dtype=DT) * 3.0
     with torch.no_grad():
         for x in xs:
             y_ref, ref_state = spec_reference_step(name, x, ref_state, ref_params, f)

@@ -150,7 +150,7 @@ class _FiringCore(torch.autograd.Function):
     ):
         c = _Consts(cfg, beta, nbeta, gamma, ngamma, thr, nthr, bias, kp, kn, w, nw)
         dual, rec_on, dual_rec = c.dual, c.rec_on, c.dual_rec
-        T = u.shape[0]  # noqa: N806
+        T = u.shape[0]
         need = cfg.grad and any(ctx.needs_input_grad[1:])
 
         def saved(on: bool) -> Tensor | None:
@@ -158,11 +158,11 @@ class _FiringCore(torch.autograd.Function):
 
         # Saved for the backward (from the workspace pool): the pre-reset membrane and the recurrent trace.
         # Reset membranes and binary spikes are recomputed; sampled ternary spikes are saved.
-        Y = torch.empty_like(u)  # noqa: N806
-        M, NM = saved(True), saved(dual)  # noqa: N806
-        REC, NREC = saved(rec_on), saved(dual_rec)  # noqa: N806
+        Y = torch.empty_like(u)
+        M, NM = saved(True), saved(dual)
+        REC, NREC = saved(rec_on), saved(dual_rec)
         keep_spikes = cfg.mode == "stochastic" and c.tern
-        SP, SN = saved(keep_spikes), saved(keep_spikes)  # noqa: N806
+        SP, SN = saved(keep_spikes), saved(keep_spikes)
 
         def views(b: Tensor | None) -> tuple:
             return b.unbind(0) if b is not None else (None,) * T
@@ -190,15 +190,15 @@ class _FiringCore(torch.autograd.Function):
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, gY, *g_finals):  # noqa: N803
+    def backward(ctx, gY, *g_finals):
         cfg: _Cfg = ctx.cfg
-        (Y, M, NM, REC, NREC, SP, SN, mem0, nm0, rec0, nr0, beta, nbeta, gamma, ngamma, thr, nthr, bias, kp,  # noqa: N806
+        (Y, M, NM, REC, NREC, SP, SN, mem0, nm0, rec0, nr0, beta, nbeta, gamma, ngamma, thr, nthr, bias, kp,
          kn, w, nw) = ctx.saved_tensors  # fmt: skip
         c = _Consts(cfg, beta, nbeta, gamma, ngamma, thr, nthr, bias, kp, kn, w, nw)
         dual, rec_on, dual_rec, tern, ts = c.dual, c.rec_on, c.dual_rec, c.tern, c.ts
         (n_u, n_dn, n_mem0, n_nm0, n_rec0, n_nr0, n_beta, n_nbeta, n_gamma, n_ngamma, n_thr, n_nthr, n_bias, n_kp,
          n_kn, n_w, n_nw) = ctx.needs_input_grad[1:]  # fmt: skip
-        T = M.shape[0]  # noqa: N806
+        T = M.shape[0]
         stochastic = cfg.mode == "stochastic"
         sigmoid_fast = cfg.surrogate == "sigmoid"
         k = cfg.slope
@@ -224,8 +224,8 @@ class _FiringCore(torch.autograd.Function):
             first_adjoint(dual_rec),
         )
 
-        gU = torch.empty_like(M)  # noqa: N806
-        gDN = torch.empty_like(M) if dual else None  # noqa: N806
+        gU = torch.empty_like(M)
+        gDN = torch.empty_like(M) if dual else None
         acc_beta = zeros() if n_beta else None
         acc_nbeta = zeros() if n_nbeta else None
         acc_gamma = zeros() if n_gamma else None

@@ -40,7 +40,7 @@ _PREFIX = {
 
 
 def _signature(spec: NeuronSpec) -> inspect.Signature:
-    P = inspect.Parameter  # noqa: N806
+    P = inspect.Parameter
     params = [P("num_neurons", P.POSITIONAL_OR_KEYWORD)]
     params += [P(p.name, P.POSITIONAL_OR_KEYWORD, default=p.default) for p in spec.params]
     params.append(P("dim", P.KEYWORD_ONLY, default=-1))
