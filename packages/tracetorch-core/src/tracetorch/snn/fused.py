@@ -15,7 +15,7 @@ and gradients for all 24 firing types. What makes this fast:
   fresh large buffers cost a page fault per 4 KiB; without autograd nothing is saved.
 
 The synaptic stage (S) and the sign split (D) are linear / element-wise and need no state of the firing
-core, so they run before it as ordinary autograd ops (the synapse is one ``linear_scan``).
+core, so they run before it as ordinary autograd ops (:mod:`tracetorch.snn.sequence`, one ``linear_scan``).
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from torch import Tensor
 
 from ..functional.spike import SpikeFunction, fire, surrogate_grad
 from ..functional.spiking import NeuronSpec
-from ..ops.linear_scan import linear_scan
 from ..ops.workspace import give_back_when_dead, take
 
 __all__ = ["fused_firing_sequence", "stream_step"]
@@ -397,39 +396,18 @@ class _FiringCore(torch.autograd.Function):
         )
 
 
-def _ema_scan(x: Tensor, decay: Tensor, h0: Tensor) -> Tensor:
-    return linear_scan((1 - decay) * x, decay, h0)
-
-
 def fused_firing_sequence(
     spec: NeuronSpec,
-    x: Tensor,
+    u: Tensor,
     state: dict[str, Tensor],
     p: dict[str, Tensor],
-    spike_fn: Any,
+    spike_fn: SpikeFunction,
     detach_reset: bool,
-) -> tuple[Tensor, dict[str, Tensor]] | None:
-    """Run a firing type over ``x`` ``[T, ...]``; ``None`` if this input needs the reference loop (a custom
-    spike callable, mixed dtypes)."""
-    if not isinstance(spike_fn, SpikeFunction):
-        return None
-    dtype = x.dtype
-    if any(t.dtype != dtype for t in (*state.values(), *p.values())):
-        return None
+    new: dict[str, Tensor],
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Run the firing core of a type over its drive ``u`` ``[T, ...]`` (the synaptic stage, if any, already
+    applied); fills ``new`` with the final membrane and recurrent states and returns ``(y, new)``."""
     cfg = _Cfg(spec, spike_fn.mode, spike_fn.surrogate, spike_fn.slope, bool(detach_reset), torch.is_grad_enabled())
-    new: dict[str, Tensor] = {}
-    # S and the D sign split: plain autograd ops over the whole sequence
-    if spec.synaptic:
-        if spec.dual:
-            ps = _ema_scan(x.clamp(min=0), p["pos_alpha"], state["pos_syn"])
-            ns = _ema_scan(x.clamp(max=0), p["neg_alpha"], state["neg_syn"])
-            new["pos_syn"], new["neg_syn"] = ps[-1], ns[-1]
-            u = ps + ns
-        else:
-            u = _ema_scan(x, p["alpha"], state["syn"])
-            new["syn"] = u[-1]
-    else:
-        u = x
     dn = None
     if spec.dual:
         u, dn = u.clamp(min=0), u.clamp(max=0)

@@ -14,11 +14,12 @@ from typing import Any
 
 from torch import Tensor
 
+from ..functional.spike import SpikeFunction
 from ..functional.spiking import NeuronSpec
 from ..ops.linear_scan import linear_scan
 from .fused import fused_firing_sequence
 
-__all__ = ["fused_sequence", "li_family_sequence"]
+__all__ = ["ema_scan", "fused_sequence", "li_membrane_sequence", "synapse_sequence"]
 
 
 def fused_sequence(
@@ -29,34 +30,47 @@ def fused_sequence(
     spike_fn: Callable[[Tensor], Tensor] | None,
     detach_reset: bool,
 ) -> tuple[Tensor, dict[str, Tensor]] | None:
-    """The fastest available path for ``spec``, or ``None`` to use the reference step loop."""
-    if not spec.fires:
-        return li_family_sequence(spec, x_seq, state, params)
-    return fused_firing_sequence(spec, x_seq, state, params, spike_fn, detach_reset)
+    """The fastest available path for ``spec``, or ``None`` to use the reference step loop (a firing type
+    with a custom spike callable, or tensors of mixed dtypes)."""
+    if spec.fires:
+        if not isinstance(spike_fn, SpikeFunction):
+            return None
+        if any(t.dtype != x_seq.dtype for t in (*state.values(), *params.values())):
+            return None
+    new: dict[str, Tensor] = {}
+    u = synapse_sequence(spec, x_seq, state, params, new)
+    if spec.fires:
+        return fused_firing_sequence(spec, u, state, params, spike_fn, detach_reset, new)
+    return li_membrane_sequence(spec, u, state, params, new)
 
 
-def _ema_scan(x: Tensor, decay: Tensor, h0: Tensor) -> Tensor:
-    # decay * h + (1 - decay) * x, computed exactly as functional.spiking.ema does per step
+def ema_scan(x: Tensor, decay: Tensor, h0: Tensor) -> Tensor:
+    """``h_t = decay h_{t-1} + (1 - decay) x_t`` for all t, as ``functional.spiking.ema`` computes each step."""
     return linear_scan((1 - decay) * x, decay, h0)
 
 
-def li_family_sequence(
-    spec: NeuronSpec, x: Tensor, state: dict[str, Tensor], p: dict[str, Tensor]
+def synapse_sequence(
+    spec: NeuronSpec, x: Tensor, state: dict[str, Tensor], p: dict[str, Tensor], new: dict[str, Tensor]
+) -> Tensor:
+    """The synaptic stage (S) over a whole sequence: returns the drive ``u`` and puts the final synaptic
+    states in ``new``; without S the drive is ``x`` itself."""
+    if not spec.synaptic:
+        return x
+    if spec.dual:
+        pos = ema_scan(x.clamp(min=0), p["pos_alpha"], state["pos_syn"])
+        neg = ema_scan(x.clamp(max=0), p["neg_alpha"], state["neg_syn"])
+        new["pos_syn"], new["neg_syn"] = pos[-1], neg[-1]
+        return pos + neg
+    u = ema_scan(x, p["alpha"], state["syn"])
+    new["syn"] = u[-1]
+    return u
+
+
+def li_membrane_sequence(
+    spec: NeuronSpec, u: Tensor, state: dict[str, Tensor], p: dict[str, Tensor], new: dict[str, Tensor]
 ) -> tuple[Tensor, dict[str, Any]]:
-    """All 8 ``LI`` types over a whole sequence ``x`` ``[T, ...]`` with linear scans."""
-    new: dict[str, Tensor] = {}
-    if spec.synaptic:
-        if spec.dual:
-            pos = _ema_scan(x.clamp(min=0), p["pos_alpha"], state["pos_syn"])
-            neg = _ema_scan(x.clamp(max=0), p["neg_alpha"], state["neg_syn"])
-            new["pos_syn"], new["neg_syn"] = pos[-1], neg[-1]
-            u = pos + neg
-        else:
-            u = _ema_scan(x, p["alpha"], state["syn"])
-            new["syn"] = u[-1]
-    else:
-        u = x
-    membrane = _ema_scan if spec.ema else linear_scan
+    """The membrane of the 8 ``LI`` types over a whole drive ``u`` ``[T, ...]``: linear scans."""
+    membrane = ema_scan if spec.ema else linear_scan
     if spec.dual:
         pos = membrane(u.clamp(min=0), p["pos_beta"], state["pos_mem"])
         neg = membrane(u.clamp(max=0), p["neg_beta"], state["neg_mem"])
