@@ -69,6 +69,26 @@ class _Recurrent(Layer):
         t = t.reshape(moved)
         return t.movedim(-1, d) if d != -1 else t
 
+    def forward(self, x: Tensor) -> Tensor:
+        """One time step. Mid-stream on ``[batch, features]`` inputs the states already fit (checked here),
+        so the cell runs directly; anything else (first step, other layouts, errors) takes the general path."""
+        states = self._states
+        h = states["h"]
+        if (
+            h is not None
+            and x.ndim == 2
+            and self.dim in (-1, 1)
+            and h.shape[0] == x.shape[0]
+            and x.shape[1] == self.in_features
+            and h.shape[1] == self.out_features
+            and h.device == x.device
+            and all(v is not None for v in states.values())
+        ):
+            y, new = self._cell(x, states, self.params(2))
+            states.update(new)
+            return y
+        return super().forward(x)
+
     def step(self, x: Tensor, state: dict[str, Tensor], params: dict[str, Tensor]) -> tuple[Tensor, Any]:
         if x.ndim == 2 and self.dim in (-1, 1):  # [batch, features]: the cells' own layout
             return self._cell(x, state, params)
