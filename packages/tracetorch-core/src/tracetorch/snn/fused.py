@@ -58,14 +58,6 @@ def _fire_neg(m: Tensor, neg_thr_e: Tensor, cfg: _Cfg) -> Tensor:
     return fire(neg_thr_e - m, cfg.mode, cfg.slope)
 
 
-def _surrogate_times(g: Tensor, v: Tensor, cfg: _Cfg) -> Tensor:
-    """``g * f'(v)``; the sigmoid surrogate uses one fused ``sigmoid_backward`` kernel."""
-    if cfg.surrogate == "sigmoid":
-        k = cfg.slope
-        return torch.ops.aten.sigmoid_backward(g * k, torch.sigmoid(v * k))
-    return g * surrogate_grad(v, cfg.surrogate, cfg.slope)
-
-
 _sigmoid_backward = torch.ops.aten.sigmoid_backward.default  # resolved once: torch.ops lookups are slow
 
 
