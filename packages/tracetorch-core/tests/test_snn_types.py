@@ -255,3 +255,18 @@ def test_original_readme_quickstart_trains():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_streaming_cache_follows_parameter_changes():
+    layer = snn.LIB(4, beta=0.5, threshold=1.0)
+    x = torch.full((1, 4), 0.8)
+    with torch.no_grad():
+        layer(x)
+        layer.zero_states()
+        assert layer(x).sum() == 0  # 0.8 < 1.0: silent
+        layer.threshold = 0.5  # in-place through the inverse: version counter
+        layer.zero_states()
+        assert layer(x).sum() == 4
+        layer.raw("threshold").data = torch.full((4,), 2.0)  # new storage, same Parameter object
+        layer.zero_states()
+        assert layer(x).sum() == 0

@@ -509,7 +509,9 @@ def _cached_consts(layer: Any, d: dict, x: Tensor) -> tuple[_Consts | None, dict
     params, buffers = d["_parameters"], d["_buffers"]
     raws = [params.get(k) if k in params else buffers[k] for k in d["_raw_names"]]
     spike_fn = d.get("_spike")
-    key = (x.ndim, x.dtype, id(spike_fn), len(d["_folded"]), *[r._version for r in raws], *map(id, raws))
+    # version counters catch in-place updates (optimiser steps, load_state_dict); data pointers catch a new
+    # storage behind the same Parameter (``.data =``, ``.to()``)
+    key = (x.ndim, x.dtype, x.device, id(spike_fn), len(d["_folded"]), *[(r._version, r.data_ptr()) for r in raws])
     cache = d.get("_stream_cache")
     if cache is not None and cache[0] == key:
         return cache[1], cache[2]
