@@ -12,7 +12,7 @@ sequence with ``scan``, and can zero, detach, save and load them::
     model.zero_states()                           # next, unrelated sequence
 """
 
-from . import encoders, functional, ops, params, rnn, snn
+from . import encoders, functional, ops, params, rnn, snn, ssm
 from ._version import __version__
 from .errors import StateError, StateLoadError
 from .layer import Layer, step_loop
@@ -42,6 +42,7 @@ __all__ = [
     "save_states",
     "scan",
     "snn",
+    "ssm",
     "step_loop",
     "write_states",
     "zero_states",
