@@ -15,6 +15,7 @@ import nox
 
 ROOT = Path(__file__).parent
 CORE = ROOT / "packages" / "tracetorch-core"
+ZOO = ROOT / "packages" / "tracetorch-zoo"
 TORCH = "torch==2.13.0"  # the CPU build on this machine's disk; a bare "torch" would download a CUDA build
 
 nox.options.reuse_existing_virtualenvs = True
@@ -45,8 +46,11 @@ def install(session: nox.Session, *requirements: str, editable: tuple[Path, ...]
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Core test suite (pytest). Extra pytest arguments pass through: ``nox -s tests -- -k scan``."""
-    install(session, "pytest>=7", "matplotlib>=3.5", editable=(CORE,))  # matplotlib: the plot extra is tested too
+    """Test suites of the zoo and the core (pytest, each with its own config). Extra pytest arguments pass
+    through: ``nox -s tests -- -k scan``."""
+    # matplotlib: the core's plot extra is tested too
+    install(session, "pytest>=7", "matplotlib>=3.5", editable=(CORE, ZOO))
+    session.run("pytest", str(ZOO / "tests"), *session.posargs)
     session.run("pytest", str(CORE / "tests"), *session.posargs)
 
 

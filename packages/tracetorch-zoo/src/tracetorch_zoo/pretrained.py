@@ -1,0 +1,172 @@
+"""Save and load pretrained models as a directory of safetensors and JSON; nothing is ever unpickled.
+
+Layout (the same on disk and in a Hub repository)::
+
+    config.json                   format, architecture, init arguments, parameter count, versions, metadata
+    model.safetensors             the state_dict
+    states/<name>.safetensors     named hidden-state snapshots (tt.save_states files, with the architecture)
+
+Writes go to a temporary sibling directory that replaces the target only when complete. Loads are strict:
+every weight and state key must match, and each file is checked against what wrote it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor, nn
+
+import tracetorch as tt
+
+from .architectures import build, model_config
+from .errors import IncompatibleFileError
+
+__all__ = ["CONFIG_FORMAT", "file_hashes", "list_snapshots", "load_pretrained", "read_config", "save_pretrained"]
+
+CONFIG_FORMAT = "tracetorch-zoo.model"
+FORMAT_VERSION = 1
+
+
+def _version_tuple(v: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in re.findall(r"\d+", v.split("+")[0])[:3])
+
+
+def save_pretrained(
+    model: nn.Module,
+    directory: str | os.PathLike,
+    *,
+    states: Mapping[str, Mapping[str, Tensor | None]] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``model`` (a registered architecture) to ``directory``; returns the directory.
+
+    Args:
+        states: named hidden-state snapshots, each a dict from ``model.save_states()``; saved under
+            ``states/<name>.safetensors``.
+        metadata: JSON values stored in ``config.json`` (e.g. the experiment, version and metrics).
+        overwrite: replace an existing directory (otherwise an existing one is an error).
+    """
+    from . import __version__ as zoo_version
+
+    target = Path(directory)
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"{target} exists; pass overwrite=True to replace it")
+    cfg = model_config(model)
+    config = {
+        "format": CONFIG_FORMAT,
+        "format_version": FORMAT_VERSION,
+        **cfg,
+        "num_parameters": sum(p.numel() for p in model.parameters()),
+        "tracetorch_core_version": tt.__version__,
+        "tracetorch_zoo_version": zoo_version,
+        "metadata": dict(metadata or {}),
+    }
+    json.dumps(config)  # fail before writing anything if metadata is not JSON
+    for name in states or {}:
+        if not re.match(r"^[A-Za-z0-9_.-]+$", name):
+            raise ValueError(f"snapshot names use letters, digits, '_', '.', '-': got {name!r}")
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        from safetensors.torch import save_file
+
+        weights = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+        save_file(weights, tmp / "model.safetensors", metadata={"format": "pt"})
+        for name, snapshot in (states or {}).items():
+            tt.write_states(tmp / "states" / f"{name}.safetensors", snapshot, metadata={
+                "architecture": cfg["architecture"], "snapshot": name})  # fmt: skip
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def read_config(directory: str | os.PathLike) -> dict[str, Any]:
+    """``config.json`` of a saved model, validated (format, version, writer's core version)."""
+    path = Path(directory) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no config.json in {Path(directory)}: not a saved traceTorch model")
+    try:
+        config = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise IncompatibleFileError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(config, dict) or config.get("format") != CONFIG_FORMAT:
+        raise IncompatibleFileError(f"{path} is not a traceTorch zoo config (format {CONFIG_FORMAT!r})")
+    if int(config.get("format_version", 0)) > FORMAT_VERSION:
+        raise IncompatibleFileError(
+            f"{path} has format version {config['format_version']}; this tracetorch-zoo reads up to {FORMAT_VERSION}"
+        )
+    written = config.get("tracetorch_core_version", "0")
+    if _version_tuple(written) > _version_tuple(tt.__version__):
+        raise IncompatibleFileError(
+            f"{path} was written with tracetorch-core {written}, newer than the installed {tt.__version__}: "
+            "upgrade tracetorch-core"
+        )
+    return config
+
+
+def list_snapshots(directory: str | os.PathLike) -> list[str]:
+    """Names of the hidden-state snapshots saved with a model."""
+    folder = Path(directory) / "states"
+    return sorted(p.stem for p in folder.glob("*.safetensors")) if folder.is_dir() else []
+
+
+def load_pretrained(directory: str | os.PathLike, *, states: str | None = None) -> nn.Module:
+    """Rebuild a saved model from ``directory``, load its weights strictly, and, if ``states`` names a
+    snapshot, its hidden states. Returns the model in eval mode."""
+    directory = Path(directory)
+    config = read_config(directory)
+    model = build(config)
+    weights_path = directory / "model.safetensors"
+    if not weights_path.is_file():
+        raise FileNotFoundError(f"no model.safetensors in {directory}")
+    try:
+        from safetensors.torch import load_file
+
+        weights = load_file(weights_path)
+    except Exception as exc:  # truncated or corrupted file
+        raise IncompatibleFileError(f"could not read {weights_path}: {exc}") from exc
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError as exc:
+        raise IncompatibleFileError(f"{weights_path} does not fit {config['architecture']!r}: {exc}") from None
+    if states is not None:
+        path = directory / "states" / f"{states}.safetensors"
+        if not path.is_file():
+            available = ", ".join(list_snapshots(directory)) or "none"
+            raise FileNotFoundError(f"no snapshot {states!r} in {directory} (available: {available})")
+        snapshot, meta = tt.read_states(path)
+        if meta.get("architecture") != config["architecture"]:
+            raise IncompatibleFileError(
+                f"snapshot {path.name} belongs to architecture {meta.get('architecture')!r}, "
+                f"not {config['architecture']!r}"
+            )
+        model.load_states(snapshot, strict=True)
+    return model.eval()
+
+
+def file_hashes(directory: str | os.PathLike) -> dict[str, str]:
+    """sha256 of every file under ``directory`` by relative POSIX path (what a registry entry pins)."""
+    root = Path(directory)
+    out = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        h = hashlib.sha256()
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        out[path.relative_to(root).as_posix()] = h.hexdigest()
+    return out

@@ -1,0 +1,124 @@
+"""save_pretrained / load_pretrained: round trip of config, weights and state snapshots, and every refusal."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import tracetorch as tt
+import tracetorch_zoo as zoo
+from tracetorch import snn
+
+
+@zoo.register("test-tiny-snn")
+class TinySNN(tt.Model):
+    def __init__(self, n_in: int = 3, hidden: int = 8, n_out: int = 2, beta: float = 0.9) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(n_in, hidden), snn.LIB(hidden, beta=beta), nn.Linear(hidden, n_out))
+        self.readout = snn.LI(n_out)
+
+    def forward(self, x):
+        return self.readout(self.net(x))
+
+
+@zoo.register("test-other")
+class Other(tt.Model):
+    def __init__(self, n: int = 3) -> None:
+        super().__init__()
+        self.li = snn.LI(n)
+
+    def forward(self, x):
+        return self.li(x)
+
+
+def stream(model, x):
+    with torch.no_grad():
+        return torch.stack([model(xt) for xt in x.unbind(0)])
+
+
+def test_round_trip_weights_config_and_snapshot(tmp_path):
+    torch.manual_seed(0)
+    model = TinySNN(hidden=16, beta=0.8)
+    x = torch.randn(40, 4, 3) * 2
+    stream(model, x[:20])
+    primed = model.save_states()
+    expected = stream(model, x[20:])
+    path = zoo.save_pretrained(model, tmp_path / "tiny", states={"primed": primed}, metadata={"bpb": 1.5})
+    cfg = zoo.read_config(path)
+    assert cfg["architecture"] == "test-tiny-snn"
+    assert cfg["init_args"] == {"n_in": 3, "hidden": 16, "n_out": 2, "beta": 0.8}
+    assert cfg["num_parameters"] == sum(p.numel() for p in model.parameters())
+    assert cfg["metadata"] == {"bpb": 1.5}
+    assert zoo.list_snapshots(path) == ["primed"]
+    loaded = zoo.load_pretrained(path, states="primed")
+    assert not loaded.training
+    assert torch.equal(stream(loaded, x[20:]), expected)  # weights and the primed state, bit-exact
+    fresh = zoo.load_pretrained(path)
+    assert all(v is None for v in fresh.get_states().values())
+
+
+def test_file_hashes_are_recomputable(tmp_path):
+    path = zoo.save_pretrained(TinySNN(), tmp_path / "m", states={"s": TinySNN().save_states()})
+    hashes = zoo.file_hashes(path)
+    assert set(hashes) == {"config.json", "model.safetensors", "states/s.safetensors"}
+    (path / "model.safetensors").write_bytes((path / "model.safetensors").read_bytes()[:-8])
+    assert zoo.file_hashes(path)["model.safetensors"] != hashes["model.safetensors"]
+
+
+def test_refusals(tmp_path):
+    model = TinySNN()
+    path = zoo.save_pretrained(model, tmp_path / "m", states={"s": model.save_states()})
+    with pytest.raises(FileExistsError):
+        zoo.save_pretrained(model, path)
+    with pytest.raises(FileNotFoundError, match="available: s"):
+        zoo.load_pretrained(path, states="nope")
+    # a snapshot from another architecture
+    other = Other()
+    other(torch.randn(2, 3))
+    other_path = zoo.save_pretrained(other, tmp_path / "o", states={"x": other.save_states()})
+    (path / "states" / "x.safetensors").write_bytes((other_path / "states" / "x.safetensors").read_bytes())
+    with pytest.raises(zoo.IncompatibleFileError, match="belongs to architecture 'test-other'"):
+        zoo.load_pretrained(path, states="x")
+    # unknown architecture, with a suggestion
+    cfg = json.loads((path / "config.json").read_text())
+    cfg["architecture"] = "test-tiny-sn"
+    (path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(zoo.UnknownArchitectureError, match="did you mean 'test-tiny-snn'"):
+        zoo.load_pretrained(path)
+    # written by a newer core
+    cfg["architecture"], cfg["tracetorch_core_version"] = "test-tiny-snn", "99.0.0"
+    (path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(zoo.IncompatibleFileError, match="upgrade tracetorch-core"):
+        zoo.load_pretrained(path)
+    # weights of another shape, and a truncated weights file
+    cfg["tracetorch_core_version"] = tt.__version__
+    cfg["init_args"]["hidden"] = 9
+    (path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(zoo.IncompatibleFileError, match="does not fit"):
+        zoo.load_pretrained(path)
+    cfg["init_args"]["hidden"] = 8
+    (path / "config.json").write_text(json.dumps(cfg))
+    (path / "model.safetensors").write_bytes((path / "model.safetensors").read_bytes()[:-20])
+    with pytest.raises(zoo.IncompatibleFileError, match="could not read"):
+        zoo.load_pretrained(path)
+
+
+def test_nothing_half_written_and_registration_errors(tmp_path):
+    with pytest.raises(TypeError):
+        zoo.save_pretrained(TinySNN(), tmp_path / "bad", metadata={"x": object()})
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(TypeError, match="not a registered architecture"):
+        zoo.save_pretrained(nn.Linear(2, 2), tmp_path / "lin")
+    with pytest.raises(ValueError, match="lowercase words"):
+        zoo.register("Bad_Name")
+    with pytest.raises(TypeError, match=r"\*args"):
+
+        @zoo.register("test-varargs")
+        class VarArgs(tt.Model):
+            def __init__(self, *layers):
+                super().__init__()
+
+    assert "test-tiny-snn" in zoo.architecture_names()
