@@ -122,3 +122,35 @@ def test_nothing_half_written_and_registration_errors(tmp_path):
                 super().__init__()
 
     assert "test-tiny-snn" in zoo.architecture_names()
+
+
+def test_publish_tag_and_load_at_a_pinned_revision_through_a_local_hub(tmp_path, monkeypatch):
+    hf = pytest.importorskip("huggingface_hub")
+    from tracetorch_zoo.testing import LocalHub
+
+    monkeypatch.setenv("HF_XET_CACHE", str(tmp_path / "xet"))  # hf_xet's session logs stay out of $HOME
+    torch.manual_seed(0)
+    model = TinySNN()
+    x = torch.randn(30, 2, 3) * 2
+    stream(model, x[:10])
+    path = zoo.save_pretrained(model, tmp_path / "tiny", states={"primed": model.save_states()})
+    expected = stream(model, x[10:])
+    with LocalHub(tmp_path / "hub") as hub:
+        api = hf.HfApi(endpoint=hub.endpoint, token="test")
+        api.create_repo("tracetorch/tiny")
+        api.upload_folder(repo_id="tracetorch/tiny", folder_path=path, commit_message="tiny v1")
+        api.create_tag("tracetorch/tiny", tag="v1")
+        sha = hub.resolve("tracetorch/tiny", "v1")
+        cfg = json.loads((path / "config.json").read_text())
+        cfg["metadata"]["note"] = "a later commit"
+        (path / "config.json").write_text(json.dumps(cfg))
+        api.upload_folder(repo_id="tracetorch/tiny", folder_path=path, commit_message="moves main, not v1")
+        assert hub.resolve("tracetorch/tiny", "main") != sha
+        local = hf.snapshot_download(
+            "tracetorch/tiny", revision=sha, endpoint=hub.endpoint, cache_dir=tmp_path / "cache", token="test"
+        )
+    assert len(sha) == 40 and f"snapshots/{sha}" in str(local)
+    assert set(zoo.file_hashes(local)) == {"config.json", "model.safetensors", "states/primed.safetensors"}
+    assert "note" not in zoo.read_config(local)["metadata"]  # the pinned revision, not main
+    loaded = zoo.load_pretrained(local, states="primed")
+    assert torch.equal(stream(loaded, x[10:]), expected)
