@@ -82,12 +82,23 @@ def isolation(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Speed and peak memory of the LIF neuron vs snnTorch, SpikingJelly, Norse and traceTorch 0.16.4/0.19.2 from
-    PyPI (each in its own venv under ``.nox/bench-peers``, reused), a torch.compile'd step loop and an in-place loop.
+    """Benchmarks (speed and peak memory), each peer library in its own venv under ``.nox/bench-peers`` (reused).
 
-    Writes benchmarks/results/results.{md,json}; ``nox -s bench -- --quick`` is a ~2 minute smoke test at tiny
-    sizes (written to benchmarks/results/quick/). Other options: ``-- --help``.
+    ``--suite lif`` (the default): the LIF neuron vs snnTorch, SpikingJelly, Norse and traceTorch 0.16.4/0.19.2
+    from PyPI, a torch.compile'd step loop and an in-place loop; writes benchmarks/results/results.{md,json}.
+    ``nox -s bench -- --suite rnn``: the LSTM, GRU and Mamba layers vs torch.nn, mamba.py and traceTorch 0.19.2;
+    writes benchmarks/results/rnn_ssm.{md,json}. ``-- --quick`` is a 1-2 minute smoke test at tiny sizes (written
+    to benchmarks/results/quick/). Other options: ``-- --help`` (with or without ``--suite rnn``).
     """
     install(session, editable=(CORE,))  # this repo's traceTorch, torch pinned; torch.compile needs nothing more
-    session.run("python", str(ROOT / "benchmarks" / "venvs.py"), "--torch", TORCH)
-    session.run("python", str(ROOT / "benchmarks" / "run.py"), *session.posargs)
+    args, suite = list(session.posargs), "lif"
+    for i, a in enumerate(args):  # --suite is ours, not the driver's: pick the suite, pass everything else on
+        if a == "--suite" or a.startswith("--suite="):
+            suite = a.partition("=")[2] if "=" in a else (args[i + 1] if i + 1 < len(args) else "")
+            del args[i : i + (1 if "=" in a else 2)]
+            break
+    drivers = {"lif": "run.py", "rnn": "run_rnn.py"}
+    if suite not in drivers:
+        session.error(f"--suite must be one of {sorted(drivers)}, got {suite!r}")
+    session.run("python", str(ROOT / "benchmarks" / "venvs.py"), "--torch", TORCH, "--suite", suite)
+    session.run("python", str(ROOT / "benchmarks" / drivers[suite]), *args)

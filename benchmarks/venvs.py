@@ -56,6 +56,17 @@ PEERS: dict[str, dict[str, list[str]]] = {
         "nodeps": ["tracetorch==0.19.2"],
         "imports": ["tracetorch"],
     },
+    "mambapy": {
+        # declares an unpinned torch only; its Mamba block (mambapy.mamba) and parallel scan import only torch
+        "deps": ["numpy"],  # not needed by mambapy, but torch warns at import without it
+        "nodeps": ["mambapy==1.2.0"],
+        "imports": ["mambapy.mamba"],
+    },
+}
+# which peers each benchmark suite needs (``--suite``): the LIF suite (run.py) and the RNN/SSM suite (run_rnn.py)
+SUITES: dict[str, list[str]] = {
+    "lif": ["snntorch", "spikingjelly", "norse", "tracetorch-0.16.4", "tracetorch-0.19.2"],
+    "rnn": ["tracetorch-0.19.2", "mambapy"],
 }
 
 
@@ -87,14 +98,15 @@ def ensure(peer: str, torch_req: str, log) -> Path:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--torch", required=True, help="the torch requirement, e.g. torch==2.13.0")
-    ap.add_argument("--only", nargs="*", default=None, help="peers to set up (default: all)")
+    ap.add_argument("--suite", choices=list(SUITES), default="lif", help="set up the peers of this suite")
+    ap.add_argument("--only", nargs="*", default=None, help="peers to set up (default: those of --suite)")
     args = ap.parse_args()
     VENVS.mkdir(parents=True, exist_ok=True)
 
     def log(msg: str) -> None:
         print(f"[venvs] {msg}", file=sys.stderr, flush=True)
 
-    for peer in args.only if args.only is not None else PEERS:
+    for peer in args.only if args.only is not None else SUITES[args.suite]:
         try:
             ensure(peer, args.torch, log)
         except subprocess.CalledProcessError as exc:  # a peer that won't install is reported, not fatal
