@@ -329,13 +329,7 @@ class Layer(Stateful):
         self.store_states(new_state)
         return ys
 
-    # -- attribute access: layer.<param> is the effective value ------------------------------------------
-
-    def __getattr__(self, name: str) -> Any:
-        constraints = self.__dict__.get("_constraints")
-        if constraints is not None and name in constraints:
-            return self.effective(name)
-        return super().__getattr__(name)
+    # -- attribute access: layer.<param> is the effective value (read in Stateful.__getattr__) -----------
 
     def __setattr__(self, name: str, value: Any) -> None:
         constraints = self.__dict__.get("_constraints")

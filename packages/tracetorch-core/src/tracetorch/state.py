@@ -58,10 +58,18 @@ class Stateful(nn.Module):
         return None
 
     def __getattr__(self, name: str) -> Any:
-        states = self.__dict__.get("_states")
-        if states is not None and name in states:
-            return states[name]
-        return super().__getattr__(name)
+        # Called only when normal lookup fails: parameters, buffers and submodules (as nn.Module would), then
+        # hidden states, then a layer's constrained parameters - one frame, since layers look up submodules
+        # on every step.
+        d = self.__dict__
+        for store in ("_parameters", "_buffers", "_modules", "_states"):
+            values = d.get(store)
+            if values is not None and name in values:
+                return values[name]
+        constraints = d.get("_constraints")
+        if constraints is not None and name in constraints:
+            return self.effective(name)
+        raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
 
     def __setattr__(self, name: str, value: Any) -> None:
         states = self.__dict__.get("_states")
