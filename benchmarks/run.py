@@ -428,9 +428,12 @@ def render_md(data: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="tiny sizes, few repeats: a smoke test (~2 min)")
+def parse_cli(
+    doc: str, quick: dict, full: dict, impls: list[dict], full_timeout: int
+) -> tuple[argparse.Namespace, list[str], dict, list[dict], Path]:
+    """The command line every suite shares; returns ``(args, mallocs, workloads, impls, out_dir)``."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="tiny sizes, few repeats: a smoke test (1-2 min)")
     ap.add_argument("--threads", type=int, default=1, help="torch.set_num_threads in every worker (default 1)")
     ap.add_argument("--only", nargs="*", help="implementation ids to run (default: all)")
     ap.add_argument("--workloads", nargs="*", help="workload names to run (default: all)")
@@ -440,20 +443,25 @@ def main() -> None:
         choices=list(MALLOC),
         help="allocator settings to run under (default: both; --quick: default only)",
     )
-    ap.add_argument("--timeout", type=int, default=None, help="seconds per measurement (default 120 quick, 900)")
+    ap.add_argument("--timeout", type=int, default=None, help=f"seconds per measurement (120 quick, {full_timeout})")
     ap.add_argument("--out", type=Path, default=None, help="output folder (default results/ or results/quick/)")
     args = ap.parse_args()
-    args.timeout = args.timeout or (120 if args.quick else 900)
+    args.timeout = args.timeout or (120 if args.quick else full_timeout)
     mallocs = args.malloc or (["default"] if args.quick else list(MALLOC))
-    workloads = QUICK if args.quick else FULL
+    workloads = quick if args.quick else full
     if args.workloads:
         unknown = set(args.workloads) - set(workloads)
         if unknown:
             ap.error(f"unknown workloads {sorted(unknown)}; choose from {list(workloads)}")
         workloads = {k: v for k, v in workloads.items() if k in args.workloads}
-    impls = [i for i in IMPLS if not args.only or i["id"] in args.only]
+    chosen = [i for i in impls if not args.only or i["id"] in args.only]
     out_dir = args.out or (HERE / "results" / ("quick" if args.quick else ""))
     out_dir.mkdir(parents=True, exist_ok=True)
+    return args, mallocs, workloads, chosen, out_dir
+
+
+def main() -> None:
+    args, mallocs, workloads, impls, out_dir = parse_cli(__doc__, QUICK, FULL, IMPLS, 900)
 
     meta = machine_info(args.threads)
     meta["quick"] = args.quick

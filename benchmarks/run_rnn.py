@@ -11,7 +11,6 @@ See README.md for what is measured and how.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -231,31 +230,7 @@ def render_md(data: dict) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="tiny sizes, few repeats: a smoke test")
-    ap.add_argument("--threads", type=int, default=1, help="torch.set_num_threads in every worker (default 1)")
-    ap.add_argument("--only", nargs="*", help="implementation ids to run (default: all)")
-    ap.add_argument("--workloads", nargs="*", help="workload names to run (default: all)")
-    ap.add_argument(
-        "--malloc",
-        nargs="*",
-        choices=list(R.MALLOC),
-        help="allocator settings to run under (default: both; --quick: default only)",
-    )
-    ap.add_argument("--timeout", type=int, default=None, help="seconds per measurement (default 120 quick, 600)")
-    ap.add_argument("--out", type=Path, default=None, help="output folder (default results/ or results/quick/)")
-    args = ap.parse_args()
-    args.timeout = args.timeout or (120 if args.quick else 600)
-    mallocs = args.malloc or (["default"] if args.quick else list(R.MALLOC))
-    workloads = QUICK if args.quick else FULL
-    if args.workloads:
-        unknown = set(args.workloads) - set(workloads)
-        if unknown:
-            ap.error(f"unknown workloads {sorted(unknown)}; choose from {list(workloads)}")
-        workloads = {k: v for k, v in workloads.items() if k in args.workloads}
-    impls = [i for i in IMPLS if not args.only or i["id"] in args.only]
-    out_dir = args.out or (HERE / "results" / ("quick" if args.quick else ""))
-    out_dir.mkdir(parents=True, exist_ok=True)
+    args, mallocs, workloads, impls, out_dir = R.parse_cli(__doc__, QUICK, FULL, IMPLS, 600)
 
     meta = R.machine_info(args.threads)
     meta.update(quick=args.quick, mallocs=mallocs, malloc_env={m: R.MALLOC[m] for m in mallocs})
