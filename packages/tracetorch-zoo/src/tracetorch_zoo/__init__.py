@@ -14,21 +14,32 @@ Register a model class, save it with named state snapshots, and load it back str
 from ._version import __version__
 from .architectures import architecture_names, build, get_architecture, model_config, register
 from .errors import IncompatibleFileError, UnknownArchitectureError, ZooError
+from .hub import download, load, parse_id, push_to_hub, verify_files
 from .pretrained import file_hashes, list_snapshots, load_pretrained, read_config, save_pretrained
+from .registry import Entry, get_entry, list_models, register_entry
 
 __all__ = [
+    "Entry",
     "IncompatibleFileError",
     "UnknownArchitectureError",
     "ZooError",
     "__version__",
     "architecture_names",
     "build",
+    "download",
     "file_hashes",
     "get_architecture",
+    "get_entry",
+    "list_models",
     "list_snapshots",
+    "load",
     "load_pretrained",
     "model_config",
+    "parse_id",
+    "push_to_hub",
     "read_config",
     "register",
+    "register_entry",
     "save_pretrained",
+    "verify_files",
 ]
