@@ -46,12 +46,17 @@ def test_round_trip_weights_config_and_snapshot(tmp_path):
     stream(model, x[:20])
     primed = model.save_states()
     expected = stream(model, x[20:])
-    path = zoo.save_pretrained(model, tmp_path / "tiny", states={"primed": primed}, metadata={"bpb": 1.5})
+    metrics = [{"name": "bits per byte", "type": "bpb", "value": 1.5, "dataset": "tdavid", "split": "test"}]
+    meta = {"bpb": 1.5, "metrics": metrics, "license": "mit", "experiment": "tiny/v1"}
+    path = zoo.save_pretrained(model, tmp_path / "tiny", states={"primed": primed}, metadata=meta)
     cfg = zoo.read_config(path)
     assert cfg["architecture"] == "test-tiny-snn"
     assert cfg["init_args"] == {"n_in": 3, "hidden": 16, "n_out": 2, "beta": 0.8}
     assert cfg["num_parameters"] == sum(p.numel() for p in model.parameters())
-    assert cfg["metadata"] == {"bpb": 1.5}
+    assert cfg["metadata"] == meta
+    card = (path / "README.md").read_text()
+    assert card.startswith("---\n") and "library_name: tracetorch" in card and "value: 1.5" in card
+    assert "| bits per byte | 1.5 | tdavid | test |" in card and "tiny/v1" in card and "`primed`" in card
     assert zoo.list_snapshots(path) == ["primed"]
     loaded = zoo.load_pretrained(path, states="primed")
     assert not loaded.training
@@ -63,7 +68,7 @@ def test_round_trip_weights_config_and_snapshot(tmp_path):
 def test_file_hashes_are_recomputable(tmp_path):
     path = zoo.save_pretrained(TinySNN(), tmp_path / "m", states={"s": TinySNN().save_states()})
     hashes = zoo.file_hashes(path)
-    assert set(hashes) == {"config.json", "model.safetensors", "states/s.safetensors"}
+    assert set(hashes) == {"README.md", "config.json", "model.safetensors", "states/s.safetensors"}
     (path / "model.safetensors").write_bytes((path / "model.safetensors").read_bytes()[:-8])
     assert zoo.file_hashes(path)["model.safetensors"] != hashes["model.safetensors"]
 
@@ -150,7 +155,7 @@ def test_publish_tag_and_load_at_a_pinned_revision_through_a_local_hub(tmp_path,
             "tracetorch/tiny", revision=sha, endpoint=hub.endpoint, cache_dir=tmp_path / "cache", token="test"
         )
     assert len(sha) == 40 and f"snapshots/{sha}" in str(local)
-    assert set(zoo.file_hashes(local)) == {"config.json", "model.safetensors", "states/primed.safetensors"}
+    assert set(zoo.file_hashes(local)) == {"README.md", "config.json", "model.safetensors", "states/primed.safetensors"}
     assert "note" not in zoo.read_config(local)["metadata"]  # the pinned revision, not main
     loaded = zoo.load_pretrained(local, states="primed")
     assert torch.equal(stream(loaded, x[10:]), expected)

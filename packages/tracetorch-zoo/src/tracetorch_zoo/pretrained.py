@@ -3,6 +3,7 @@
 Layout (the same on disk and in a Hub repository)::
 
     config.json                   format, architecture, init arguments, parameter count, versions, metadata
+    README.md                     the model card, generated from config.json (metrics as eval results)
     model.safetensors             the state_dict
     states/<name>.safetensors     named hidden-state snapshots (tt.save_states files, with the architecture)
 
@@ -83,6 +84,9 @@ def save_pretrained(
 
         weights = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
         save_file(weights, tmp / "model.safetensors", metadata={"format": "pt"})
+        from .card import render_card
+
+        (tmp / "README.md").write_text(render_card(config, sorted(states or {})))
         for name, snapshot in (states or {}).items():
             tt.write_states(tmp / "states" / f"{name}.safetensors", snapshot, metadata={
                 "architecture": cfg["architecture"], "snapshot": name})  # fmt: skip
