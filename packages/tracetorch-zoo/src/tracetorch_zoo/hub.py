@@ -17,7 +17,7 @@ from .errors import IncompatibleFileError
 from .pretrained import file_hashes, load_pretrained
 from .registry import Entry, get_entry
 
-__all__ = ["download", "load", "parse_id", "push_to_hub", "verify_files"]
+__all__ = ["download", "load", "parse_id", "push_to_hub", "resolve_folder", "verify_files"]
 
 PREFIX = "hf-hub:"
 
@@ -110,6 +110,28 @@ def _entry_folder(entry: Entry, **hub: Any) -> Path:
     return download(entry.repo_id, entry.revision, **hub)
 
 
+def resolve_folder(
+    name_or_id: str | os.PathLike,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    endpoint: str | None = None,
+    token: str | bool | None = None,
+    local_files_only: bool = False,
+) -> Path:
+    """The local folder holding ``name_or_id``'s files: the directory itself, a download at the revision, or
+    a registry entry's embedded or downloaded files, checked file by file against their sha256."""
+    kind, key, revision = parse_id(name_or_id)
+    hub = {"cache_dir": cache_dir, "endpoint": endpoint, "token": token, "local_files_only": local_files_only}
+    if kind == "local":
+        return Path(key)
+    if kind == "hub":
+        return download(key, revision, **hub)
+    entry = get_entry(key)
+    folder = _entry_folder(entry, **hub)
+    verify_files(folder, entry.files, f"registry entry {entry.name!r}")
+    return folder
+
+
 def load(
     name_or_id: str | os.PathLike,
     states: str | None = None,
@@ -121,13 +143,7 @@ def load(
 ) -> nn.Module:
     """Load a model by registry name, ``hf-hub:owner/name@revision`` or local directory; with ``states``,
     also the named hidden-state snapshot. Registry entries are checked file by file against their sha256."""
-    kind, key, revision = parse_id(name_or_id)
-    hub = {"cache_dir": cache_dir, "endpoint": endpoint, "token": token, "local_files_only": local_files_only}
-    if kind == "local":
-        return load_pretrained(key, states=states)
-    if kind == "hub":
-        return load_pretrained(download(key, revision, **hub), states=states)
-    entry = get_entry(key)
-    folder = _entry_folder(entry, **hub)
-    verify_files(folder, entry.files, f"registry entry {entry.name!r}")
+    folder = resolve_folder(
+        name_or_id, cache_dir=cache_dir, endpoint=endpoint, token=token, local_files_only=local_files_only
+    )
     return load_pretrained(folder, states=states)

@@ -1,0 +1,131 @@
+"""``tracetorch-zoo``: list, inspect, download, generate from and publish zoo models.
+
+    tracetorch-zoo list [PATTERN]
+    tracetorch-zoo info NAME_OR_ID
+    tracetorch-zoo download NAME_OR_ID
+    tracetorch-zoo generate NAME_OR_ID --prompt TEXT [--max-bytes N] [--temperature T] [--top-k K] [--seed S]
+                                       [--states SNAPSHOT]
+    tracetorch-zoo push DIRECTORY OWNER/NAME [--tag TAG]
+
+NAME_OR_ID is a registry name, ``hf-hub:owner/name@revision`` or a local directory. ``--endpoint`` and
+``--token`` default to the Hugging Face client's own settings (``HF_ENDPOINT``, ``HF_TOKEN``).
+``generate`` streams bytes to stdout as they are produced; it needs a model with a ``stream_bytes`` method
+(the byte language models).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import hub
+from .errors import ZooError
+from .pretrained import list_snapshots, read_config
+from .registry import get_entry, list_models
+
+__all__ = ["main"]
+
+
+def _folder(name_or_id: str, args: argparse.Namespace) -> Path:
+    return hub.resolve_folder(name_or_id, endpoint=args.endpoint, token=args.token, cache_dir=args.cache_dir)
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    names = list_models(args.pattern)
+    if not names:
+        print(f"no registered models match {args.pattern!r}")
+    for name in names:
+        e = get_entry(name)
+        params = e.metadata.get("num_parameters", "?")
+        print(f"{name:32s} {e.repo_id}@{e.revision[:12]}  params={params}  license={e.license or '?'}")
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    folder = _folder(args.name, args)
+    card = folder / "README.md"
+    print(card.read_text() if card.is_file() else f"(no model card in {folder})")
+    cfg = read_config(folder)
+    print(f"folder: {folder}\nsnapshots: {', '.join(list_snapshots(folder)) or 'none'}")
+    print(f"architecture: {cfg['architecture']}  parameters: {cfg['num_parameters']:,}")
+    return 0
+
+
+def _cmd_download(args: argparse.Namespace) -> int:
+    print(_folder(args.name, args))
+    return 0
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    import torch
+
+    model = hub.load(args.name, states=args.states, endpoint=args.endpoint, token=args.token, cache_dir=args.cache_dir)
+    if not hasattr(model, "stream_bytes"):
+        raise ZooError(f"{args.name} ({type(model).__name__}) is not a byte language model: it has no stream_bytes()")
+    generator = torch.Generator().manual_seed(args.seed)
+    out = sys.stdout.buffer
+    prompt = args.prompt.encode("utf-8")
+    out.write(prompt)
+    out.flush()
+    with torch.no_grad():
+        for chunk in model.stream_bytes(
+            prompt, max_bytes=args.max_bytes, temperature=args.temperature, top_k=args.top_k, generator=generator
+        ):
+            out.write(chunk)
+            out.flush()  # bytes appear as they are generated
+    out.write(b"\n")
+    out.flush()
+    return 0
+
+
+def _cmd_push(args: argparse.Namespace) -> int:
+    sha = hub.push_to_hub(args.directory, args.repo_id, tag=args.tag, endpoint=args.endpoint, token=args.token)
+    print(sha)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="tracetorch-zoo", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--endpoint", default=None, help="Hub endpoint (default: the client's, HF_ENDPOINT)")
+    ap.add_argument("--token", default=None, help="Hub token (default: the client's, HF_TOKEN)")
+    ap.add_argument("--cache-dir", default=None, help="download cache (default: the client's)")
+    sub = ap.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("list", help="registered models")
+    p.add_argument("pattern", nargs="?", default="*")
+    p.set_defaults(fn=_cmd_list)
+    for name, fn, what in (("info", _cmd_info, "model card and details"), ("download", _cmd_download, "fetch")):
+        p = sub.add_parser(name, help=what)
+        p.add_argument("name")
+        p.set_defaults(fn=fn)
+    p = sub.add_parser("generate", help="stream bytes from a byte language model")
+    p.add_argument("name")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--max-bytes", type=int, default=256)
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0, help="0: no top-k truncation")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--states", default=None, help="hidden-state snapshot to start from")
+    p.set_defaults(fn=_cmd_generate)
+    p = sub.add_parser("push", help="publish a save_pretrained directory")
+    p.add_argument("directory")
+    p.add_argument("repo_id")
+    p.add_argument("--tag", default=None)
+    p.set_defaults(fn=_cmd_push)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "max_bytes", 1) < 0 or getattr(args, "temperature", 1.0) < 0:
+        print("tracetorch-zoo: --max-bytes and --temperature must be >= 0", file=sys.stderr)
+        return 2
+    try:
+        return args.fn(args)
+    except (ZooError, FileNotFoundError, ValueError) as exc:
+        print(f"tracetorch-zoo: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
