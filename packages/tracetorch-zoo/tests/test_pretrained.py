@@ -159,3 +159,38 @@ def test_publish_tag_and_load_at_a_pinned_revision_through_a_local_hub(tmp_path,
     assert "note" not in zoo.read_config(local)["metadata"]  # the pinned revision, not main
     loaded = zoo.load_pretrained(local, states="primed")
     assert torch.equal(stream(loaded, x[10:]), expected)
+
+
+def test_full_layout_results_experiment_config_snapshot_info_and_golden(tmp_path):
+    torch.manual_seed(0)
+    model = TinySNN()
+    x = torch.randn(12, 4, 3) * 2
+    stream(model, x)
+    exp_cfg = tmp_path / "config.yaml"
+    exp_cfg.write_text("# nox -s 'reproduce(tiny, v1)'\nlr: 0.001\n")
+    path = zoo.save_pretrained(
+        model,
+        tmp_path / "m",
+        states={"primed": model.save_states()},
+        state_info={"primed": {"steps_consumed": "12", "primed_on": "random clicks"}},
+        results={"bpb": 1.5, "git_sha": "abc"},
+        experiment_config=exp_cfg,
+        golden_inputs=torch.randn(6, 2, 3),
+    )
+    assert set(zoo.file_hashes(path)) == {
+        "README.md", "config.json", "model.safetensors", "results.json", "experiment/config.yaml",
+        "states/primed.safetensors", "test/golden.safetensors",
+    }  # fmt: skip
+    assert json.loads((path / "results.json").read_text()) == {"bpb": 1.5, "git_sha": "abc"}
+    _, meta = tt.read_states(path / "states" / "primed.safetensors")
+    assert meta["batch_size"] == "4" and meta["steps_consumed"] == "12" and meta["primed_on"] == "random clicks"
+    assert model.get_states()["readout.mem"] is not None  # writing the golden file kept the model's stream
+    zoo.verify_golden(path)
+    # a model whose weights no longer produce the golden outputs is caught
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(path / "model.safetensors")
+    weights["net.0.bias"] = weights["net.0.bias"] + 1.0
+    save_file(weights, path / "model.safetensors")
+    with pytest.raises(zoo.IncompatibleFileError, match="outputs differ"):
+        zoo.verify_golden(path)

@@ -15,7 +15,7 @@ from ._version import __version__
 from .architectures import architecture_names, build, get_architecture, model_config, register
 from .errors import IncompatibleFileError, UnknownArchitectureError, ZooError
 from .hub import download, load, parse_id, push_to_hub, verify_files
-from .pretrained import file_hashes, list_snapshots, load_pretrained, read_config, save_pretrained
+from .pretrained import file_hashes, list_snapshots, load_pretrained, read_config, save_pretrained, verify_golden
 from .registry import Entry, get_entry, list_models, register_entry
 
 __all__ = [
@@ -42,4 +42,5 @@ __all__ = [
     "register_entry",
     "save_pretrained",
     "verify_files",
+    "verify_golden",
 ]

@@ -5,7 +5,10 @@ Layout (the same on disk and in a Hub repository)::
     config.json                   format, architecture, init arguments, parameter count, versions, metadata
     README.md                     the model card, generated from config.json (metrics as eval results)
     model.safetensors             the state_dict
-    states/<name>.safetensors     named hidden-state snapshots (tt.save_states files, with the architecture)
+    states/<name>.safetensors     named hidden-state snapshots (tt state files: architecture, batch size, ...)
+    results.json                  the producing experiment's metrics and provenance (optional)
+    experiment/<config>           a copy of that experiment's config (optional)
+    test/golden.safetensors       inputs, outputs and final states, checked by verify_golden (optional)
 
 Writes go to a temporary sibling directory that replaces the target only when complete. Loads are strict:
 every weight and state key must match, and each file is checked against what wrote it.
@@ -23,6 +26,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 import tracetorch as tt
@@ -30,7 +34,15 @@ import tracetorch as tt
 from .architectures import build, model_config
 from .errors import IncompatibleFileError
 
-__all__ = ["CONFIG_FORMAT", "file_hashes", "list_snapshots", "load_pretrained", "read_config", "save_pretrained"]
+__all__ = [
+    "CONFIG_FORMAT",
+    "file_hashes",
+    "list_snapshots",
+    "load_pretrained",
+    "read_config",
+    "save_pretrained",
+    "verify_golden",
+]
 
 CONFIG_FORMAT = "tracetorch-zoo.model"
 FORMAT_VERSION = 1
@@ -45,15 +57,24 @@ def save_pretrained(
     directory: str | os.PathLike,
     *,
     states: Mapping[str, Mapping[str, Tensor | None]] | None = None,
+    state_info: Mapping[str, Mapping[str, str]] | None = None,
     metadata: Mapping[str, Any] | None = None,
+    results: Mapping[str, Any] | None = None,
+    experiment_config: str | os.PathLike | None = None,
+    golden_inputs: Tensor | None = None,
     overwrite: bool = False,
 ) -> Path:
     """Write ``model`` (a registered architecture) to ``directory``; returns the directory.
 
     Args:
         states: named hidden-state snapshots, each a dict from ``model.save_states()``; saved under
-            ``states/<name>.safetensors``.
+            ``states/<name>.safetensors`` with the snapshot's batch size in its metadata.
+        state_info: per snapshot, more metadata (str -> str), e.g. ``steps_consumed``, ``primed_on``.
         metadata: JSON values stored in ``config.json`` (e.g. the experiment, version and metrics).
+        results: the experiment's results (metrics + provenance), written as ``results.json``.
+        experiment_config: a file copied in as ``experiment/<its name>`` (the config that trained the model).
+        golden_inputs: a sequence ``[T, ...]``; the model's outputs and final states from zero states
+            are written with it to ``test/golden.safetensors`` (see :func:`verify_golden`).
         overwrite: replace an existing directory (otherwise an existing one is an error).
     """
     from . import __version__ as zoo_version
@@ -71,7 +92,7 @@ def save_pretrained(
         "tracetorch_zoo_version": zoo_version,
         "metadata": dict(metadata or {}),
     }
-    json.dumps(config)  # fail before writing anything if metadata is not JSON
+    json.dumps([config, results])  # fail before writing anything if metadata or results are not JSON
     for name in states or {}:
         if not re.match(r"^[A-Za-z0-9_.-]+$", name):
             raise ValueError(f"snapshot names use letters, digits, '_', '.', '-': got {name!r}")
@@ -88,8 +109,16 @@ def save_pretrained(
 
         (tmp / "README.md").write_text(render_card(config, sorted(states or {})))
         for name, snapshot in (states or {}).items():
-            tt.write_states(tmp / "states" / f"{name}.safetensors", snapshot, metadata={
-                "architecture": cfg["architecture"], "snapshot": name})  # fmt: skip
+            info = {"architecture": cfg["architecture"], "snapshot": name, "batch_size": _batch_size(snapshot)}
+            info.update((state_info or {}).get(name, {}))
+            tt.write_states(tmp / "states" / f"{name}.safetensors", snapshot, metadata=info)
+        if results is not None:
+            (tmp / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+        if experiment_config is not None:
+            (tmp / "experiment").mkdir()
+            shutil.copyfile(experiment_config, tmp / "experiment" / Path(experiment_config).name)
+        if golden_inputs is not None:
+            _write_golden(model, golden_inputs, tmp / "test" / "golden.safetensors")
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
@@ -174,3 +203,49 @@ def file_hashes(directory: str | os.PathLike) -> dict[str, str]:
                 h.update(block)
         out[path.relative_to(root).as_posix()] = h.hexdigest()
     return out
+
+
+def _batch_size(snapshot: Mapping[str, Tensor | None]) -> str:
+    sizes = {t.shape[0] for t in snapshot.values() if t is not None and t.ndim > 1}
+    return str(sizes.pop()) if len(sizes) == 1 else "unknown"
+
+
+def _write_golden(model: nn.Module, inputs: Tensor, path: Path) -> None:
+    """Outputs and final states of ``model`` on ``inputs`` from zero states; the model's states are kept."""
+    from safetensors.torch import save_file
+
+    saved = tt.save_states(model)
+    was_training = model.training
+    model.eval()
+    try:
+        tt.zero_states(model)
+        with torch.no_grad():
+            outputs = tt.scan(model, inputs)
+        finals = {f"state.{k}": v for k, v in tt.save_states(model).items() if v is not None}
+    finally:
+        tt.load_states(model, saved)
+        model.train(was_training)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {"inputs": inputs.detach().cpu().contiguous(), "outputs": outputs.cpu().contiguous(), **finals}
+    save_file({k: v.contiguous() for k, v in tensors.items()}, path)
+
+
+def verify_golden(directory: str | os.PathLike, rtol: float = 1e-5, atol: float = 1e-6) -> None:
+    """Rebuild the saved model, run the golden inputs from zero states and compare outputs and final states
+    with ``test/golden.safetensors``; ``IncompatibleFileError`` on any difference."""
+    from safetensors.torch import load_file
+
+    path = Path(directory) / "test" / "golden.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"no golden file at {path}")
+    golden = load_file(path)
+    model = load_pretrained(directory)
+    tt.zero_states(model)
+    with torch.no_grad():
+        outputs = tt.scan(model, golden["inputs"])
+    finals = {k: v for k, v in tt.save_states(model).items() if v is not None}
+    checks = [("outputs", outputs, golden["outputs"])]
+    checks += [(f"state {k}", v, golden.get(f"state.{k}")) for k, v in finals.items()]
+    for what, got, want in checks:
+        if want is None or got.shape != want.shape or not torch.allclose(got, want, rtol=rtol, atol=atol):
+            raise IncompatibleFileError(f"{directory}: {what} differ from test/golden.safetensors")
