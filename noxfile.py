@@ -80,6 +80,17 @@ def isolation(session: nox.Session) -> None:
     session.run("python", str(CORE / "tests" / "check_isolation.py"))
 
 
+@nox.session(reuse_venv=False)
+def zoo_install(session: nox.Session) -> None:
+    """``pip install ./packages/tracetorch-core ./packages/tracetorch-zoo`` into a fresh venv, then the CLI runs
+    offline (``tracetorch-zoo list`` and ``--help``)."""
+    session.install(TORCH)
+    session.install(str(CORE), str(ZOO))
+    env = {"HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"}  # nothing listens there: no network use
+    session.run("tracetorch-zoo", "list", env=env)
+    session.run("tracetorch-zoo", "--help", env=env, silent=True)
+
+
 @nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks (speed and peak memory), each peer library in its own venv under ``.nox/bench-peers`` (reused).

@@ -18,9 +18,23 @@ def published(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_XET_CACHE", str(tmp_path / "xet"))
     torch.manual_seed(0)
     model = TinySNN()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    target = torch.randn(20, 8, 2)
+    losses = []
+    for _ in range(15):  # a small trained model, not a random one
+        model.zero_states()
+        loss = (model.scan(torch.randn(20, 8, 3)) - target).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    model.zero_states()
     x = torch.randn(30, 2, 3) * 2
     stream(model, x[:10])
-    folder = zoo.save_pretrained(model, tmp_path / "tiny", states={"primed": model.save_states()})
+    folder = zoo.save_pretrained(
+        model, tmp_path / "tiny", states={"primed": model.save_states()}, golden_inputs=torch.randn(8, 2, 3)
+    )
     expected = stream(model, x[10:])
     with LocalHub(tmp_path / "hub") as hub:
         sha = zoo.push_to_hub(folder, "tracetorch/tiny", tag="v1", endpoint=hub.endpoint, token="t")
@@ -51,6 +65,8 @@ def test_load_by_registry_name_hub_id_and_sha(published):
     for name_or_id in ("test-tiny-snn.v1", "hf-hub:tracetorch/tiny@v1", f"hf-hub:tracetorch/tiny@{sha}"):
         model = zoo.load(name_or_id, states="primed", **opts)
         assert torch.equal(stream(model, published["x"]), published["expected"]), name_or_id
+    # the downloaded files reproduce the golden tensors with scan and step by step
+    zoo.verify_golden(zoo.resolve_folder("hf-hub:tracetorch/tiny@v1", **opts))
     # afterwards the client's cache serves the pinned revision without the network
     model = zoo.load("test-tiny-snn.v1", states="primed", cache_dir=opts["cache_dir"], local_files_only=True)
     assert torch.equal(stream(model, published["x"]), published["expected"])

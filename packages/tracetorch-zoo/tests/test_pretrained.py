@@ -192,5 +192,5 @@ def test_full_layout_results_experiment_config_snapshot_info_and_golden(tmp_path
     weights = load_file(path / "model.safetensors")
     weights["net.0.bias"] = weights["net.0.bias"] + 1.0
     save_file(weights, path / "model.safetensors")
-    with pytest.raises(zoo.IncompatibleFileError, match="outputs differ"):
+    with pytest.raises(zoo.IncompatibleFileError, match=r"outputs \(scan\) differ"):
         zoo.verify_golden(path)

@@ -14,7 +14,7 @@ Register a model class, save it with named state snapshots, and load it back str
 from ._version import __version__
 from .architectures import architecture_names, build, get_architecture, model_config, register
 from .errors import IncompatibleFileError, UnknownArchitectureError, ZooError
-from .hub import download, load, parse_id, push_to_hub, verify_files
+from .hub import download, load, parse_id, push_to_hub, resolve_folder, verify_files
 from .pretrained import file_hashes, list_snapshots, load_pretrained, read_config, save_pretrained, verify_golden
 from .registry import Entry, get_entry, list_models, register_entry
 
@@ -40,6 +40,7 @@ __all__ = [
     "read_config",
     "register",
     "register_entry",
+    "resolve_folder",
     "save_pretrained",
     "verify_files",
     "verify_golden",

@@ -231,8 +231,8 @@ def _write_golden(model: nn.Module, inputs: Tensor, path: Path) -> None:
 
 
 def verify_golden(directory: str | os.PathLike, rtol: float = 1e-5, atol: float = 1e-6) -> None:
-    """Rebuild the saved model, run the golden inputs from zero states and compare outputs and final states
-    with ``test/golden.safetensors``; ``IncompatibleFileError`` on any difference."""
+    """Rebuild the saved model, run the golden inputs from zero states, with ``scan`` and step by step, and
+    compare outputs and final states with ``test/golden.safetensors``; ``IncompatibleFileError`` otherwise."""
     from safetensors.torch import load_file
 
     path = Path(directory) / "test" / "golden.safetensors"
@@ -240,12 +240,16 @@ def verify_golden(directory: str | os.PathLike, rtol: float = 1e-5, atol: float 
         raise FileNotFoundError(f"no golden file at {path}")
     golden = load_file(path)
     model = load_pretrained(directory)
-    tt.zero_states(model)
-    with torch.no_grad():
-        outputs = tt.scan(model, golden["inputs"])
-    finals = {k: v for k, v in tt.save_states(model).items() if v is not None}
-    checks = [("outputs", outputs, golden["outputs"])]
-    checks += [(f"state {k}", v, golden.get(f"state.{k}")) for k, v in finals.items()]
-    for what, got, want in checks:
-        if want is None or got.shape != want.shape or not torch.allclose(got, want, rtol=rtol, atol=atol):
-            raise IncompatibleFileError(f"{directory}: {what} differ from test/golden.safetensors")
+    for mode in ("scan", "step by step"):
+        tt.zero_states(model)
+        with torch.no_grad():
+            if mode == "scan":
+                outputs = tt.scan(model, golden["inputs"])
+            else:
+                outputs = torch.stack([model(x) for x in golden["inputs"].unbind(0)])
+        finals = {k: v for k, v in tt.save_states(model).items() if v is not None}
+        checks = [("outputs", outputs, golden["outputs"])]
+        checks += [(f"state {k}", v, golden.get(f"state.{k}")) for k, v in finals.items()]
+        for what, got, want in checks:
+            if want is None or got.shape != want.shape or not torch.allclose(got, want, rtol=rtol, atol=atol):
+                raise IncompatibleFileError(f"{directory}: {what} ({mode}) differ from test/golden.safetensors")
