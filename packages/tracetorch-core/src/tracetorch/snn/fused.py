@@ -235,7 +235,14 @@ class _FiringCore(torch.autograd.Function):
         gdns = gDN.unbind(0) if dual else None
         recs = REC.unbind(0) if rec_on else None
         nrecs = NREC.unbind(0) if dual_rec else None
-        need_prev_mem = n_beta or n_nbeta
+        # Non-dual binary types reset by sp alone, so mem_{t-1} = M[t-1] - thr * sp_{t-1} and the membrane
+        # adjoint is beta * g_pre_{t+1}: the beta gradient and the threshold's reset term then follow from two
+        # running sums, S1 = sum g_pre_t sp_{t-1} and S2 = sum g_pre_t M[t-1] (one kernel per step fewer).
+        fold = not dual and not tern
+        g_final = g_mem.clone() if fold and n_thr else None
+        s1 = zeros() if fold and (n_beta or n_thr) else None
+        s2 = zeros() if fold and n_beta else None
+        need_prev_mem = (n_beta or n_nbeta) and not fold
 
         def spikes_at(t: int) -> tuple[Tensor, Tensor, Tensor | None]:
             """(membrane, positive spikes, negative spike magnitudes) of step t, from the saved membrane."""
@@ -303,7 +310,7 @@ class _FiringCore(torch.autograd.Function):
                 g_sn = -g_sp if tern else None
             # reset: mem_t = m - sp thr (+ sn nthr); under D each sign on its own branch
             g_state_neg = g_nm if dual else g_mem
-            if n_thr:
+            if n_thr and not fold:
                 acc_rp.addcmul_(sp, g_mem)
             if not detach_reset:
                 g_sp = torch.addcmul(g_sp, g_mem, c.neg_thr)
@@ -332,7 +339,15 @@ class _FiringCore(torch.autograd.Function):
             g_pre = torch.add(g_mem, sb, alpha=alpha, out=gus[t])
             if tern:
                 g_pre.sub_(sbn, alpha=alpha)
-            if n_beta:
+            if fold:
+                if t > 0:
+                    if s1 is not None:
+                        s1.addcmul_(g_pre, ys[t - 1])
+                    if s2 is not None:
+                        s2.addcmul_(g_pre, ms[t - 1])
+                elif n_beta:
+                    acc_beta.addcmul_(g_pre, mem0)
+            elif n_beta:
                 acc_beta.addcmul_(g_pre, mem_prev)
             g_mem = beta * g_pre
             if dual:
@@ -361,6 +376,11 @@ class _FiringCore(torch.autograd.Function):
         def red(a: Tensor | None, like: Tensor | None) -> Tensor | None:
             return None if a is None or like is None else a.sum_to_size(like.shape)
 
+        if fold:
+            if n_beta:
+                acc_beta.add_(s2).addcmul_(s1, thr, value=-1.0)
+            if n_thr:
+                acc_rp = torch.addcmul(beta * s1, ys[T - 1], g_final)
         g_thr = red(acc_vp + acc_rp, thr).neg_() if n_thr else None
         g_nthr = red(acc_rn - acc_vn, nthr) if n_nthr else None
         g_bias = None
