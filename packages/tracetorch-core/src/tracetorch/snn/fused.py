@@ -462,9 +462,10 @@ def fused_firing_sequence(
 def stream_step(layer: Any, x: Tensor) -> Tensor | None:
     """One no-grad streaming step of a spiking layer with minimal kernels, or ``None`` to use the reference.
 
-    Parameters are activated once and cached while their raw tensors are unchanged (version counters);
-    every output and state is a fresh tensor, so nothing handed out earlier is ever overwritten. Written for
-    low Python overhead: it runs once per time step.
+    Parameters are activated once and cached while their raw tensors are unchanged (version counters).
+    Outputs are always fresh tensors; the membrane of non-dual firing types is updated in place when it has
+    no autograd history (so a reference kept from ``get_states()`` follows the stream; ``save_states()``
+    copies). Written for low Python overhead: it runs once per time step.
     """
     d = layer.__dict__
     spec: NeuronSpec = layer.spec
@@ -503,8 +504,14 @@ def stream_step(layer: Any, x: Tensor) -> Tensor | None:
         )  # fmt: skip
         states["pos_mem"], states["neg_mem"] = mem, nm
     else:
+        old = states["mem"]
+        # The membrane of a firing type is never handed out (the output is the spikes), so it is updated in place
+        # when nothing can observe the change: no autograd history, a dense buffer of the result's dtype. That
+        # leaves one allocation per step (the spikes), which matters: a fresh [32, 1024] float32 tensor is exactly
+        # glibc's mmap threshold and can page-fault on every step.
+        buf = old if not old.requires_grad and old.is_contiguous() and old.dtype == u.dtype else None
         mem, nm, rec, nr, sp, sn = _step(
-            c, u, None, states["mem"], None, states.get("rec"), None, None, None, None, None, None, None, None
+            c, u, None, old, None, states.get("rec"), None, None, buf, None, buf, None, None, None
         )
         states["mem"] = mem
     if spec.recurrent:
