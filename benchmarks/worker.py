@@ -523,16 +523,9 @@ def copy_bandwidth(args) -> dict:
     }
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--impl", required=True, choices=[*ADAPTERS, "bandwidth"])
-    ap.add_argument("--workload", required=True, choices=["stream", "train"])
-    ap.add_argument("--T", type=int, default=100)
-    ap.add_argument("--B", type=int, default=32)
-    ap.add_argument("--N", type=int, default=1024)
+def add_common_args(ap: argparse.ArgumentParser) -> None:
+    """Options every suite's worker takes (repeats, threads, seed, memory probe, output file)."""
     ap.add_argument("--pool", type=int, default=8, help="distinct stream inputs cycled through")
-    ap.add_argument("--x-mean", type=float, default=0.15)
-    ap.add_argument("--x-std", type=float, default=0.3)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--steps", type=int, default=200, help="stream steps per timed block")
@@ -540,6 +533,18 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-memory", dest="memory", action="store_false")
     ap.add_argument("--out", required=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--impl", required=True, choices=[*ADAPTERS, "bandwidth"])
+    ap.add_argument("--workload", required=True, choices=["stream", "train"])
+    ap.add_argument("--T", type=int, default=100)
+    ap.add_argument("--B", type=int, default=32)
+    ap.add_argument("--N", type=int, default=1024)
+    ap.add_argument("--x-mean", type=float, default=0.15)
+    ap.add_argument("--x-std", type=float, default=0.3)
+    add_common_args(ap)
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
