@@ -1,0 +1,70 @@
+"""Frozen experiment configs: ``v<N>/config.toml`` with variants, resolved to one dict and hashed.
+
+A config file's header comment must name the exact command that runs it (a line starting ``# command:``).
+Variants (``[variants.smoke]``, ``[variants.gpu]``, ...) are partial tables deep-merged over the base; the
+resolved dict (variant applied, ``variants`` removed) is what the experiment sees and what the hash covers.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+__all__ = ["Config", "config_hash", "load_config"]
+
+
+@dataclass(frozen=True)
+class Config:
+    """A resolved config: ``data`` (the dict), where it came from, the variant, its command and hash."""
+
+    data: dict[str, Any]
+    path: Path
+    variant: str | None
+    command: str
+    hash: str
+
+    def __getitem__(self, key: str) -> Any:
+        return self.data[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.data.get(key, default)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def config_hash(data: dict[str, Any]) -> str:
+    """sha256 (first 16 hex digits) of the canonical JSON of ``data``."""
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def load_config(path: str | Path, variant: str | None = None) -> Config:
+    """Read ``config.toml``, apply ``variant`` and hash the result.
+
+    Raises ``ValueError`` for a missing ``# command:`` header or an unknown variant (naming the known ones).
+    """
+    path = Path(path)
+    text = path.read_text()
+    command = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("# command:")), "")
+    if not command:
+        raise ValueError(f"{path}: the header must give the exact command in a '# command: ...' line")
+    raw = tomllib.loads(text)
+    variants = raw.pop("variants", {})
+    if variant is not None:
+        if variant not in variants:
+            known = ", ".join(sorted(variants)) or "none"
+            raise ValueError(f"{path}: no variant {variant!r} (known: {known})")
+        raw = _merge(raw, variants[variant])
+    resolved = {**raw, "variant": variant}
+    return Config(data=resolved, path=path, variant=variant, command=command, hash=config_hash(resolved))

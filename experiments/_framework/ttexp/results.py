@@ -1,0 +1,66 @@
+"""Results are data: ``results.json`` (metrics + provenance), a markdown table generated from it, PNG plots.
+
+The markdown and plots are always regenerated from the JSON by the experiment's ``table`` and ``plots``
+functions (``python -m ttexp table NAME VERSION``), never edited by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+__all__ = ["check_expected", "flatten", "read_results", "write_json"]
+
+
+def write_json(path: str | Path, data: Any) -> Path:
+    """Write ``data`` as indented JSON atomically (temporary file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=False, allow_nan=False) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_results(path: str | Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text())
+
+
+def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists are leaves)."""
+    if not isinstance(data, dict):
+        return {prefix: data}
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def check_expected(results: dict[str, Any], expected: dict[str, Any]) -> list[dict[str, Any]]:
+    """Compare ``results`` with ``expected`` (``{"metrics": {dotted.path: rule}}``); one row per rule.
+
+    A rule is ``{"value": v, "tolerance": t}`` (``|x - v| <= t``), ``{"max": m}`` (``x <= m``), ``{"min": m}``
+    or both, each with a ``"source"`` saying where the expectation comes from. A missing metric fails.
+    """
+    flat = flatten(results)
+    rows = []
+    for path, rule in expected.get("metrics", {}).items():
+        x = flat.get(path)
+        ok = isinstance(x, (int, float)) and not (isinstance(x, float) and math.isnan(x))
+        want = []
+        if ok and "value" in rule:
+            ok = abs(x - rule["value"]) <= rule.get("tolerance", 0.0)
+            want.append(f"{rule['value']} +- {rule.get('tolerance', 0.0)}")
+        if ok and "max" in rule:
+            ok = x <= rule["max"]
+        if ok and "min" in rule:
+            ok = x >= rule["min"]
+        if "max" in rule:
+            want.append(f"<= {rule['max']}")
+        if "min" in rule:
+            want.append(f">= {rule['min']}")
+        rows.append({"metric": path, "got": x, "want": ", ".join(want), "ok": ok, "source": rule.get("source", "")})
+    return rows

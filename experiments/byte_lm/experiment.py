@@ -1,0 +1,390 @@
+"""Byte-level language model: a stack of ``tt.ssm.Mamba`` blocks vs an LSTM of equal parameter count.
+
+Both models read raw UTF-8 bytes and are trained on exactly the same batches (truncated BPTT over contiguous
+streams with the hidden states carried from batch to batch, as the model is used when streaming), with the same
+optimizer and schedule. The held-out split is fixed by byte offset (the corpus's last ``heldout_fraction``);
+the table also gives what stdlib compressors achieve on the same bytes.
+
+Parts: one per ``[models.<part>]`` table; ``--only <part>`` trains one (parts can run in parallel processes),
+and the run that finds every part finished writes the results.
+"""
+
+from __future__ import annotations
+
+import bz2
+import copy
+import hashlib
+import json
+import lzma
+import math
+import os
+import shutil
+import subprocess
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from ttexp import Trainer, dist
+from ttexp.results import write_json
+
+import tracetorch as tt
+import tracetorch_zoo as zoo
+from tracetorch_zoo import bytelm  # noqa: F401 - registers the bytelm-* architectures
+
+LN2 = math.log(2.0)
+
+
+# --------------------------------------------------------------------------------------------------- data
+def _sword_dump(data_cfg: dict[str, Any], cache: Path) -> Path:
+    """Dump a CrossWire SWORD module to text with ``diatheke`` (Debian: ``apt-get install diatheke
+    sword-comm-tdavid``), once; later runs reuse the file."""
+    path = cache / f"{data_cfg['module'].lower()}.txt"
+    if path.is_file():
+        return path
+    if shutil.which("diatheke") is None:
+        raise SystemExit(
+            f"byte_lm: the corpus comes from the SWORD module {data_cfg['module']!r} via diatheke, which is not "
+            f"installed. Install it with: apt-get install diatheke {data_cfg['package']}  (offline-capable "
+            "Debian packages), or run the smoke variant, which uses a shipped excerpt."
+        )
+    cache.mkdir(parents=True, exist_ok=True)
+    cmd = ["diatheke", "-b", data_cfg["module"], "-f", "plain", "-k", data_cfg["key"]]
+    out = subprocess.run(cmd, capture_output=True, check=True).stdout
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(out)
+    os.replace(tmp, path)
+    return path
+
+
+def load_corpus(ctx) -> tuple[bytes, bytes, dict[str, Any]]:
+    """``(train, heldout, info)`` bytes of the configured corpus, loaded through ``datasets``."""
+    import datasets
+
+    cfg = ctx.config["data"]
+    cache = ctx.root / "experiments" / ".data"
+    hf_cache = str(cache / "hf-datasets")
+    source = cfg["source"]
+    if source == "hub":  # machines with Hub access: e.g. wikitext-103 with its own validation split
+        ds = datasets.load_dataset(cfg["dataset"], cfg["name"], cache_dir=hf_cache)
+        train = "".join(ds["train"]["text"]).encode("utf-8")
+        held = "".join(ds[cfg.get("heldout_split", "validation")]["text"]).encode("utf-8")
+        info = {"source": f"{cfg['dataset']}/{cfg['name']}", "heldout": cfg.get("heldout_split", "validation")}
+    else:
+        if source == "sword":
+            path = _sword_dump(cfg, cache)
+        elif source == "file":
+            path = ctx.root / cfg["path"]
+        else:
+            raise SystemExit(f"byte_lm: data.source must be sword, file or hub, got {source!r}")
+        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # a local file: nothing to fetch
+        ds = datasets.load_dataset("text", data_files={"corpus": str(path)}, sample_by="document", cache_dir=hf_cache)
+        text = "".join(ds["corpus"]["text"]).encode("utf-8")
+        digest = hashlib.sha256(text).hexdigest()
+        if cfg.get("sha256") and digest != cfg["sha256"]:
+            raise SystemExit(
+                f"byte_lm: corpus {path} has sha256 {digest}, the config pins {cfg['sha256']} (another package "
+                "version?). Delete the file to re-dump it, or make a new experiment version for the new data."
+            )
+        n_held = round(len(text) * cfg["heldout_fraction"])
+        train, held = text[:-n_held], text[-n_held:]
+        info = {"source": str(path.relative_to(ctx.root)) if path.is_relative_to(ctx.root) else str(path)}
+        info.update(sha256=digest, heldout="last {:.0%} by byte offset".format(cfg["heldout_fraction"]))
+    info.update(train_bytes=len(train), heldout_bytes=len(held), license=cfg.get("license", ""))
+    return train, held, info
+
+
+def compressor_baselines(held: bytes) -> dict[str, float]:
+    """Bits per byte of stdlib compressors on the held-out bytes, compressed alone."""
+
+    def bpb(blob: bytes) -> float:
+        return 8.0 * len(blob) / len(held)
+
+    return {
+        "lzma": bpb(lzma.compress(held, preset=9 | lzma.PRESET_EXTREME)),
+        "bz2": bpb(bz2.compress(held, 9)),
+        "zlib": bpb(zlib.compress(held, 9)),
+    }
+
+
+class Streams:
+    """Truncated-BPTT batches: ``batch`` contiguous streams through ``data``, ``seq`` bytes per step.
+
+    Stream ``r`` reads ``data[r * per + pos : ... + seq + 1]`` at step ``s`` with ``pos = (s % steps_per_epoch)
+    * seq``; a rank takes its slice of the rows. Everything is a function of the step, so resuming needs no
+    data-loader state.
+    """
+
+    def __init__(self, data: bytes, batch: int, seq: int, rank: int = 0, world: int = 1) -> None:
+        if batch % world:
+            raise ValueError(f"batch {batch} must be divisible by the world size {world}")
+        self.data = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+        self.seq = seq
+        self.per = (len(data) - 1) // batch
+        self.steps_per_epoch = self.per // seq
+        if self.steps_per_epoch < 1:
+            raise ValueError(f"{len(data)} bytes are too few for batch {batch} x seq {seq}")
+        local = batch // world
+        self.rows = torch.arange(rank * local, (rank + 1) * local) * self.per  # [b] stream starts
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """``(x [seq, b], y [seq, b], new_epoch)`` as int64; ``new_epoch``: the streams restart here."""
+        e = step % self.steps_per_epoch
+        idx = self.rows.unsqueeze(0) + e * self.seq + torch.arange(self.seq + 1).unsqueeze(1)  # [seq + 1, b]
+        chunk = self.data[idx].long()
+        return chunk[:-1], chunk[1:], e == 0
+
+
+# ---------------------------------------------------------------------------------------------- training
+def lr_at(step: int, tc: dict[str, Any]) -> float:
+    """Linear warm-up, then cosine from ``lr`` to ``lr * min_lr_ratio`` at the last step."""
+    if step < tc["warmup"]:
+        return tc["lr"] * (step + 1) / tc["warmup"]
+    p = (step - tc["warmup"]) / max(1, tc["steps"] - tc["warmup"])
+    lo = tc["lr"] * tc["min_lr_ratio"]
+    return lo + 0.5 * (tc["lr"] - lo) * (1 + math.cos(math.pi * min(1.0, p)))
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on matrices only (not on embeddings, norms, biases, ``A_log``, ``D``)."""
+    decay, rest = [], []
+    for name, p in model.named_parameters():
+        matrix = p.ndim >= 2 and "embed" not in name and not name.endswith("A_log")
+        (decay if matrix else rest).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, data: bytes, *, streams: int, seq: int, device: str) -> float:
+    """Bits per byte of ``model`` on ``data``: ``streams`` contiguous streams from zero state, ``seq`` bytes per
+    call, states carried. Runs on a copy, so the training states are untouched."""
+    m = copy.deepcopy(model).eval()
+    tt.zero_states(m)
+    s = Streams(data, streams, seq)
+    total, count = 0.0, 0
+    for step in range(s.steps_per_epoch):
+        x, y, _ = s.batch(step)
+        logits = m.scan(x.to(device))
+        total += F.cross_entropy(logits.reshape(-1, 256).float(), y.to(device).reshape(-1), reduction="sum").item()
+        count += y.numel()
+    return total / count / LN2
+
+
+def build_model(ctx, part: str) -> torch.nn.Module:
+    torch.manual_seed(ctx.seed)  # identical init on every rank
+    mc = ctx.config["models"][part]
+    return zoo.build({"architecture": mc["architecture"], "init_args": mc["init_args"]}).to(ctx.device)
+
+
+def train_part(ctx, part: str, train: bytes, held: bytes) -> dict[str, Any]:
+    """Train one model (resuming if a checkpoint exists); returns its results (also saved to the run dir)."""
+    tc = ctx.config["train"]
+    done_file = ctx.run_dir / part / "result.json"
+    model = build_model(ctx, part)
+    opt = torch.optim.AdamW(param_groups(model, tc["weight_decay"]), lr=tc["lr"], betas=tuple(tc["betas"]))
+    trainer = Trainer(ctx, part, model, opt, total_steps=tc["steps"], checkpoint_every=tc["checkpoint_every"])
+    trainer.resume()
+    if trainer.done and done_file.is_file():
+        return json.loads(done_file.read_text())
+    # provenance of every process that trained this part (a first start, then each resume)
+    trainer.extra.setdefault("runs", []).append({"start_step": trainer.start, **ctx.provenance()})
+    streams = Streams(train, tc["batch"], tc["seq"], ctx.rank, ctx.world_size)
+    net = dist.wrap(model)
+    params = [p for p in model.parameters()]
+    eval_held = held[: tc["eval_bytes"]]
+    ev = ctx.config["eval"]
+    running: list[float] = []
+    max_steps = ctx.options.get("max_steps")
+    stop_at = None if max_steps is None else trainer.start + max_steps
+    for step in trainer.steps():
+        if stop_at is not None and step >= stop_at:
+            break
+        x, y, new_epoch = streams.batch(step)
+        if new_epoch:
+            tt.zero_states(model)
+        lr = lr_at(step, tc)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        logits = net(x.to(ctx.device))
+        loss = F.cross_entropy(logits.reshape(-1, 256).float(), y.to(ctx.device).reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(params, tc["clip"])
+        opt.step()
+        tt.detach_states(model)
+        running.append(dist.all_reduce_mean(loss.detach()).item() / LN2)
+        if (step + 1) % tc["log_every"] == 0:
+            row = {"train_bpb": sum(running) / len(running), "lr": lr, "grad_norm": float(gnorm)}
+            running.clear()
+            if (step + 1) % tc["eval_every"] == 0 or step + 1 == tc["steps"]:
+                if ctx.is_main:
+                    row["heldout_bpb_subset"] = evaluate(
+                        model, eval_held, streams=ev["streams"], seq=ev["seq"], device=ctx.device
+                    )
+                dist.barrier()
+            trainer.log(step, **row)
+    if not trainer.done:
+        return {}
+    result = {}
+    if ctx.is_main:
+        t0 = time.perf_counter()
+        heldout = evaluate(model, held, streams=ev["streams"], seq=ev["seq"], device=ctx.device)
+        eval_s = time.perf_counter() - t0
+        n_bytes = tc["steps"] * tc["batch"] * tc["seq"]
+        wall = trainer.extra["wall_seconds"]
+        tail = [r["train_bpb"] for r in trainer.history[-10:]]
+        result = {
+            "architecture": ctx.config["models"][part]["architecture"],
+            "init_args": ctx.config["models"][part]["init_args"],
+            "num_parameters": sum(p.numel() for p in model.parameters()),
+            "heldout_bpb": heldout,
+            "train_bpb_final": sum(tail) / max(1, len(tail)),
+            "train_bytes_seen": n_bytes,
+            "epochs": n_bytes / max(1, len(train)),
+            "wall_seconds": wall,
+            "train_bytes_per_second": n_bytes / wall if wall > 0 else None,
+            "eval_seconds": eval_s,
+            "history": trainer.history,
+            "runs": trainer.extra["runs"],
+            "sample": sample_text(model, ctx),
+        }
+        write_json(done_file, result)
+        save_final(ctx, part, model)
+    dist.barrier()
+    return result
+
+
+def save_final(ctx, part: str, model: torch.nn.Module) -> Path:
+    """The trained weights (safetensors) beside the checkpoints, for publishing."""
+    from safetensors.torch import save_file
+
+    path = ctx.run_dir / part / "model.safetensors"
+    save_file({k: v.contiguous().cpu() for k, v in model.state_dict().items()}, str(path))
+    return path
+
+
+def sample_text(model: torch.nn.Module, ctx) -> str:
+    """A seeded sample from the prompt in ``[sample]`` (fresh states, so training states are untouched)."""
+    sc = ctx.config["sample"]
+    m = copy.deepcopy(model).eval()
+    tt.zero_states(m)
+    gen = torch.Generator().manual_seed(ctx.seed)
+    out = b"".join(
+        m.stream_bytes(
+            sc["prompt"].encode(),
+            max_bytes=sc["bytes"],
+            temperature=sc["temperature"],
+            top_k=sc["top_k"],
+            generator=gen,
+        )
+    )
+    return sc["prompt"] + out.decode("utf-8", errors="replace")
+
+
+def run(ctx) -> dict[str, Any] | None:
+    """Train every wanted part; return the results once all parts are done (``None`` until then)."""
+    torch.manual_seed(ctx.seed)
+    train, held, info = load_corpus(ctx)
+    parts = list(ctx.config["models"])
+    unknown = set(ctx.only or []) - set(parts)
+    if unknown:
+        raise SystemExit(f"byte_lm: unknown part(s) {sorted(unknown)}; parts: {parts}")
+    results: dict[str, Any] = {}
+    for part in parts:
+        done_file = ctx.run_dir / part / "result.json"
+        if ctx.wants(part):
+            results[part] = train_part(ctx, part, train, held)
+        elif done_file.is_file():
+            results[part] = json.loads(done_file.read_text())
+    missing = [p for p in parts if not results.get(p)]
+    if missing:
+        if ctx.is_main:
+            print(f"byte_lm: parts not finished yet: {missing}; results are written once all are done")
+        return None
+    return {"data": info, "baselines_bpb": compressor_baselines(held), "models": results, "main": ctx.config["main"]}
+
+
+# ---------------------------------------------------------------------------------------------- reporting
+def table(results: dict[str, Any]) -> str:
+    """Markdown results table (generated from results.json; do not edit by hand)."""
+    d = results["data"]
+    prov = results["provenance"]
+    lines = [
+        f"# byte_lm {results['version']}" + (f" ({results['variant']})" if results["variant"] else ""),
+        "",
+        "Generated from `results.json` by `python -m ttexp table byte_lm "
+        f"{results['version']}`; do not edit. Command: `{results['command']}`.",
+        "",
+        f"Data: {d['source']} ({d['license'] or 'license: see config'}); train {d['train_bytes']:,} bytes, "
+        f"held-out {d['heldout_bytes']:,} bytes ({d['heldout']}).",
+        "",
+        "| model | parameters | held-out bits/byte | train bits/byte (end) | bytes seen (epochs) | wall time | "
+        "train bytes/s |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for part, r in results["models"].items():
+        star = " (published)" if part == results["main"] else ""
+        lines.append(
+            f"| {part}: `{r['architecture']}`{star} | {r['num_parameters']:,} | **{r['heldout_bpb']:.3f}** | "
+            f"{r['train_bpb_final']:.3f} | {r['train_bytes_seen']:,} ({r['epochs']:.2f}) | "
+            f"{r['wall_seconds'] / 60:.1f} min | {r['train_bytes_per_second']:,.0f} |"
+        )
+    for name, v in results["baselines_bpb"].items():
+        lines.append(f"| stdlib `{name}` (max. compression, held-out alone) | - | {v:.3f} | - | - | - | - |")
+    lines += [
+        "",
+        "Same batches, steps, optimizer and schedule for every model: "
+        + ", ".join(f"{k}={v}" for k, v in results["config"]["train"].items() if not isinstance(v, list)),
+        "",
+        f"Provenance: git {prov['git']['sha']}{' (dirty)' if prov['git']['dirty'] else ''}, config "
+        f"{prov['config_hash']}, seed {prov['seed']}, {prov['device']} x{prov['world_size']}, "
+        f"{prov['threads']} threads, torch {prov['versions']['torch']}, {prov['time']}.",
+        "",
+    ]
+    for part, r in results["models"].items():
+        lines += [f"Sample from `{part}` (seed {prov['seed']}):", "", "```text", r["sample"], "```", ""]
+    return "\n".join(lines)
+
+
+def plots(results: dict[str, Any], out: Path) -> None:
+    """``curves.png``: training and held-out bits/byte against bytes seen, every model, compressors dashed."""
+    import matplotlib.pyplot as plt
+
+    tc = results["config"]["train"]
+    per_step = tc["batch"] * tc["seq"]
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for i, (part, r) in enumerate(results["models"].items()):
+        h = r["history"]
+        color = f"C{i}"
+        ax.plot(
+            [row["step"] * per_step for row in h],
+            [row["train_bpb"] for row in h],
+            color=color,
+            alpha=0.5,
+            lw=1,
+            label=f"{part} train",
+        )
+        ev = [row for row in h if "heldout_bpb_subset" in row]
+        ax.plot(
+            [row["step"] * per_step for row in ev],
+            [row["heldout_bpb_subset"] for row in ev],
+            "o-",
+            color=color,
+            ms=3,
+            label=f"{part} held-out (subset)",
+        )
+        ax.axhline(r["heldout_bpb"], color=color, ls=":", lw=1)
+    for name, v in results["baselines_bpb"].items():
+        ax.axhline(v, color="gray", ls="--", lw=0.8)
+        ax.text(0, v, f" {name}", va="bottom", fontsize=7, color="gray")
+    ax.set_xlabel("training bytes seen")
+    ax.set_ylabel("bits per byte")
+    ax.set_ylim(bottom=min(1.0, ax.get_ylim()[0]), top=min(4.0, ax.get_ylim()[1]))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(f"byte_lm {results['version']}: bits per byte (dotted: final held-out)")
+    fig.tight_layout()
+    fig.savefig(out / "curves.png", dpi=120)
+    plt.close(fig)

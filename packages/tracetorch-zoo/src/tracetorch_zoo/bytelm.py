@@ -1,0 +1,166 @@
+"""Byte-level language models: ``bytelm-mamba`` (a stack of ``tt.ssm.Mamba`` blocks) and ``bytelm-lstm``.
+
+Both read one byte per step (``[batch]`` int64 in ``0..255``) and return logits ``[batch, 256]`` for the next
+byte; ``scan`` takes ``[T, batch]`` and returns ``[T, batch, 256]`` with the same numbers, continuing from and
+leaving the hidden states in the model. ``stream_bytes`` primes the model on a prompt with ``scan`` and then
+samples one byte per step, yielding each as soon as it exists; memory stays flat however long it runs, since
+the only thing carried from step to step is the fixed-size hidden state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+import tracetorch as tt
+
+from .architectures import register
+
+__all__ = ["LSTMByteLM", "MambaByteLM", "RMSNorm", "sample_next"]
+
+VOCAB = 256
+
+
+class RMSNorm(nn.Module):
+    """``x / rms(x) * weight`` over the last axis (Zhang & Sennrich 2019)."""
+
+    def __init__(self, dim: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+
+
+def sample_next(
+    logits: Tensor, *, temperature: float = 1.0, top_k: int = 0, generator: torch.Generator | None = None
+) -> Tensor:
+    """One byte per row of ``logits`` ``[batch, 256]``: greedy at ``temperature == 0``, else sampled from
+    ``softmax(logits / temperature)`` restricted to the ``top_k`` most likely bytes (``0``: all)."""
+    if temperature < 0 or top_k < 0:
+        raise ValueError(f"temperature and top_k must be >= 0, got {temperature!r}, {top_k!r}")
+    if temperature == 0:
+        return logits.argmax(-1)
+    logits = logits.float() / temperature
+    if 0 < top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = torch.softmax(logits, dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+class _ByteLM(tt.Model):
+    """Shared byte-LM behaviour: input checks, ``stream_bytes``."""
+
+    def _check_bytes(self, x: Tensor, ndim: int, what: str) -> None:
+        if not isinstance(x, Tensor) or x.ndim != ndim or x.dtype not in (torch.int64, torch.int32, torch.uint8):
+            got = f"{x.dtype} {tuple(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"{type(self).__name__}.{what} takes integer bytes of {ndim} axes, got {got}")
+
+    @torch.no_grad()
+    def stream_bytes(
+        self,
+        prompt: bytes,
+        *,
+        max_bytes: int = 256,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        generator: torch.Generator | None = None,
+    ) -> Iterator[bytes]:
+        """Continue the hidden state with ``prompt`` and yield ``max_bytes`` sampled bytes, one at a time.
+
+        The state continues from wherever the model is (zero, a loaded snapshot, or an earlier stream); with an
+        empty prompt and no state, the first byte is conditioned on a newline. Batch size 1.
+        """
+        if max_bytes < 0:
+            raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
+        device = next(self.parameters()).device
+        if not prompt:
+            prompt = b"\n"
+        x = torch.tensor(list(prompt), dtype=torch.long, device=device).unsqueeze(-1)  # [T, 1]
+        logits = self.scan(x)[-1]
+        for _ in range(max_bytes):
+            nxt = sample_next(logits, temperature=temperature, top_k=top_k, generator=generator)
+            yield bytes([int(nxt)])
+            logits = self(nxt)
+
+
+class _MambaBlock(tt.Model):
+    """Pre-norm residual block ``x + Mamba(RMSNorm(x))``."""
+
+    def __init__(self, d_model: int, d_state: int, d_conv: int, expand: int) -> None:
+        super().__init__()
+        self.norm = RMSNorm(d_model)
+        self.mixer = tt.ssm.Mamba(d_model, d_state=d_state, d_conv=d_conv, expand=expand)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.mixer(self.norm(x))
+
+    def scan(self, x_seq: Tensor) -> Tensor:
+        return x_seq + self.mixer.scan(self.norm(x_seq))
+
+
+@register("bytelm-mamba")
+class MambaByteLM(_ByteLM):
+    """Byte LM from Mamba blocks: embedding, ``n_layers`` x ``x + Mamba(RMSNorm(x))``, RMSNorm, linear head.
+
+    Args:
+        d_model: width. n_layers: blocks. d_state, d_conv, expand: of each ``tt.ssm.Mamba``.
+    """
+
+    def __init__(self, d_model: int = 256, n_layers: int = 4, d_state: int = 16, d_conv: int = 4, expand: int = 2):
+        super().__init__()
+        self.embed = nn.Embedding(VOCAB, d_model)
+        self.blocks = nn.ModuleList(_MambaBlock(d_model, d_state, d_conv, expand) for _ in range(n_layers))
+        self.norm = RMSNorm(d_model)
+        self.head = nn.Linear(d_model, VOCAB)
+        nn.init.normal_(self.embed.weight, std=0.1)
+        for b in self.blocks:  # GPT-2/Mamba style: shrink each residual branch's output with depth
+            nn.init.normal_(b.mixer.out_proj.weight, std=0.02 / (2 * n_layers) ** 0.5)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """One step: bytes ``[batch]`` -> next-byte logits ``[batch, 256]``."""
+        self._check_bytes(x, 1, "forward")
+        h = self.embed(x)
+        for b in self.blocks:
+            h = b(h)
+        return self.head(self.norm(h))
+
+    def scan(self, x_seq: Tensor) -> Tensor:
+        """Whole sequence: bytes ``[T, batch]`` -> logits ``[T, batch, 256]`` (same numbers as stepping)."""
+        self._check_bytes(x_seq, 2, "scan")
+        h = self.embed(x_seq)
+        for b in self.blocks:
+            h = b.scan(h)
+        return self.head(self.norm(h))
+
+
+@register("bytelm-lstm")
+class LSTMByteLM(_ByteLM):
+    """Byte LM from LSTMs (the classic baseline): embedding, ``n_layers`` x ``tt.rnn.LSTM``, linear head."""
+
+    def __init__(self, hidden: int = 256, n_layers: int = 2, embed: int = 64):
+        super().__init__()
+        self.embed = nn.Embedding(VOCAB, embed)
+        self.layers = nn.ModuleList(tt.rnn.LSTM(embed if i == 0 else hidden, hidden) for i in range(n_layers))
+        self.head = nn.Linear(hidden, VOCAB)
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._check_bytes(x, 1, "forward")
+        h = self.embed(x)
+        for layer in self.layers:
+            h = layer(h)
+        return self.head(h)
+
+    def scan(self, x_seq: Tensor) -> Tensor:
+        self._check_bytes(x_seq, 2, "scan")
+        h = self.embed(x_seq)
+        for layer in self.layers:
+            h = layer.scan(h)
+        return self.head(h)
