@@ -16,6 +16,8 @@ import nox
 ROOT = Path(__file__).parent
 CORE = ROOT / "packages" / "tracetorch-core"
 ZOO = ROOT / "packages" / "tracetorch-zoo"
+EXPERIMENTS = ROOT / "experiments"
+FRAMEWORK = EXPERIMENTS / "_framework"
 TORCH = "torch==2.13.0"  # the CPU build on this machine's disk; a bare "torch" would download a CUDA build
 
 nox.options.reuse_existing_virtualenvs = True
@@ -113,3 +115,69 @@ def bench(session: nox.Session) -> None:
         session.error(f"--suite must be one of {sorted(drivers)}, got {suite!r}")
     session.run("python", str(ROOT / "benchmarks" / "venvs.py"), "--torch", TORCH, "--suite", suite)
     session.run("python", str(ROOT / "benchmarks" / drivers[suite]), *args)
+
+
+# ------------------------------------------------------------------------------------------------ experiments
+def _experiment_versions() -> list[tuple[str, str]]:
+    """Every ``experiments/<name>/v<N>/config.toml`` as ``(name, "v<N>")``, sorted."""
+    found = sorted(EXPERIMENTS.glob("*/v*/config.toml"))
+    return [(p.parent.parent.name, p.parent.name) for p in found]
+
+
+def _install_experiments(session: nox.Session) -> None:
+    install(session, "pytest>=7", editable=(CORE, ZOO, FRAMEWORK))
+
+
+def _latest_versions() -> list[tuple[str, str]]:
+    latest: dict[str, str] = {}
+    for name, version in _experiment_versions():
+        if name not in latest or int(version[1:]) > int(latest[name][1:]):
+            latest[name] = version
+    return sorted(latest.items())
+
+
+@nox.session
+@nox.parametrize("experiment, version", _experiment_versions())
+def reproduce(session: nox.Session, experiment: str, version: str) -> None:
+    """The full run of one experiment version (``nox -s "reproduce(experiment='byte_lm', version='v1')"``):
+    parts in parallel processes, each resuming from its checkpoints, then results/ and ``check``. Extra
+    arguments pass to ``python -m ttexp reproduce`` (e.g. ``-- --variant gpu``)."""
+    _install_experiments(session)
+    session.run("python", "-m", "ttexp", "reproduce", experiment, version, *session.posargs)
+
+
+@nox.session
+def smoke(session: nox.Session) -> None:
+    """Tiny configs of every experiment (latest version), their sanity checks, and the runner's tests
+    (resume after a kill is bit-identical, 2-process DDP equals 1 process). Part of CI."""
+    _install_experiments(session)
+    for name, version in _latest_versions():
+        run_dir = str(EXPERIMENTS / ".runs" / name / f"{version}-smoke")
+        session.run("python", "-m", "ttexp", "run", name, version, "--variant", "smoke", "--run-dir", run_dir)
+        session.run("python", "-m", "ttexp", "check", name, version, "--variant", "smoke", "--run-dir", run_dir)
+    session.run("pytest", str(EXPERIMENTS / "tests"), *session.posargs)
+
+
+@nox.session
+def check(session: nox.Session) -> None:
+    """Compare every committed results.json with its version's expected.json (no training)."""
+    _install_experiments(session)
+    failed = []
+    for name, version in _experiment_versions():
+        if (EXPERIMENTS / name / version / "results" / "results.json").is_file():
+            try:
+                session.run("python", "-m", "ttexp", "check", name, version)
+            except nox.command.CommandFailed:
+                failed.append(f"{name} {version}")
+    if failed:
+        session.error(f"expectations not met: {', '.join(failed)}")
+
+
+@nox.session
+def publish(session: nox.Session) -> None:
+    """Publish a trained experiment to the zoo: ``nox -s publish -- byte_lm v1 [--endpoint URL | --local-hub DIR]``
+    pushes weights, snapshots and results to the Hub and writes the new revision into the registry entry."""
+    _install_experiments(session)
+    if len(session.posargs) < 2:
+        session.error("usage: nox -s publish -- NAME VERSION [--endpoint URL | --local-hub DIR] [--repo-id ID]")
+    session.run("python", "-m", "ttexp", "publish", *session.posargs)

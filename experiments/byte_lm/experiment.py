@@ -27,12 +27,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from ttexp import Trainer, dist
-from ttexp.results import write_json
 
 import tracetorch as tt
 import tracetorch_zoo as zoo
 from tracetorch_zoo import bytelm  # noqa: F401 - registers the bytelm-* architectures
+from ttexp import Trainer, dist
+from ttexp.results import write_json
 
 LN2 = math.log(2.0)
 
@@ -283,6 +283,11 @@ def sample_text(model: torch.nn.Module, ctx) -> str:
     return sc["prompt"] + out.decode("utf-8", errors="replace")
 
 
+def parts(ctx) -> list[str]:
+    """The models this experiment trains (each can run in its own process)."""
+    return list(ctx.config["models"])
+
+
 def run(ctx) -> dict[str, Any] | None:
     """Train every wanted part; return the results once all parts are done (``None`` until then)."""
     torch.manual_seed(ctx.seed)
@@ -388,3 +393,110 @@ def plots(results: dict[str, Any], out: Path) -> None:
     fig.tight_layout()
     fig.savefig(out / "curves.png", dpi=120)
     plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------- publishing
+def publish(
+    ctx,
+    *,
+    endpoint: str | None = None,
+    local_hub: str | None = None,
+    repo_id: str | None = None,
+    registry_dir: str | None = None,
+) -> Path:
+    """Publish the main model of a finished run: ``save_pretrained`` (weights, config, the ``preamble`` state
+    snapshot, results, this config, golden tensors, model card), push to the Hub (``endpoint``, or a local test
+    Hub served from ``local_hub``), then write the registry entry pinned to the new commit and, with
+    ``publish.embed``, the files into the zoo package. Returns the entry's JSON path."""
+    from safetensors.torch import load_file
+
+    from ttexp.results import read_results
+
+    pc = ctx.config["publish"]
+    results = read_results(ctx.results_dir / "results.json")
+    if results["provenance"]["config_hash"] != ctx.config.hash:
+        raise SystemExit("byte_lm publish: results.json was made with another config; re-run the experiment")
+    part = results["main"]
+    model = build_model(ctx, part)
+    model.load_state_dict(load_file(str(ctx.run_dir / part / "model.safetensors")))
+    model.eval()
+    train, held, info = load_corpus(ctx)
+    preamble = train[: pc["preamble_bytes"]]
+    tt.zero_states(model)
+    with torch.no_grad():
+        model.scan(torch.tensor(list(preamble), dtype=torch.long).unsqueeze(-1))
+    snapshot = model.save_states()
+    golden = torch.tensor(list(held[: 2 * pc["golden_bytes"]]), dtype=torch.long).view(2, -1).t().contiguous()
+    r = results["models"][part]
+    ds, split = info["source"], info["heldout"]
+
+    def metric(name: str, value: float) -> dict[str, Any]:
+        return {"name": name, "type": "bits_per_byte", "value": round(value, 4), "dataset": ds, "split": split}
+
+    metrics = [metric("held-out bits per byte", r["heldout_bpb"])]
+    metrics += [metric(f"{k} (LSTM, same bytes seen)", v["heldout_bpb"]) for k, v in results["models"].items()
+                if k != part]  # fmt: skip
+    metrics += [metric(f"stdlib {k} on the same split", v) for k, v in results["baselines_bpb"].items()]
+    metadata = {
+        "experiment": ctx.name,
+        "version": ctx.version,
+        "dataset": info["source"],
+        "heldout": info["heldout"],
+        "license": info["license"],
+        "metrics": metrics,
+        "git_sha": results["provenance"]["git"]["sha"],
+        "description": (
+            f"A byte-level language model ({r['num_parameters']:,} parameters) from traceTorch's Mamba blocks, "
+            f"trained by experiment {ctx.name} {ctx.version} on {ds}; it reads and writes raw UTF-8 bytes, one "
+            "per step, with a fixed-size hidden state (stream as long as you like in constant memory)."
+        ),
+    }
+    folder = ctx.run_dir / "publish" / pc["name"]
+    zoo.save_pretrained(
+        model,
+        folder,
+        states={"preamble": snapshot},
+        state_info={
+            "preamble": {
+                "primed_on": f"the first {len(preamble)} bytes of the training corpus",
+                "steps_consumed": str(len(preamble)),
+            }
+        },
+        metadata=metadata,
+        results={k: v for k, v in results.items() if k != "models"} | {"model": r | {"history": r["history"][-5:]}},
+        experiment_config=ctx.config.path,
+        golden_inputs=golden,
+        overwrite=True,
+    )
+    zoo.verify_golden(folder)
+    repo = repo_id or pc["repo_id"]
+    server = None
+    if local_hub:
+        from tracetorch_zoo.testing.hub_server import LocalHub
+
+        server = LocalHub(local_hub).start()
+        endpoint = server.endpoint
+    try:
+        sha = zoo.push_to_hub(folder, repo, tag=f"{ctx.name}-{ctx.version}", endpoint=endpoint)
+    finally:
+        if server is not None:
+            server.close()
+    target = Path(registry_dir) if registry_dir else ctx.root / "packages" / "tracetorch-zoo" / "src" / "tracetorch_zoo"
+    embedded = None
+    if pc.get("embed"):
+        embedded = f"embedded/{pc['name']}"
+        shutil.rmtree(target / embedded, ignore_errors=True)
+        shutil.copytree(folder, target / embedded)
+    entry = zoo.make_entry(
+        folder,
+        name=pc["name"],
+        repo_id=repo,
+        revision=sha,
+        license=info["license"],
+        metadata={k: metadata[k] for k in ("experiment", "version", "dataset", "metrics")},
+        embedded=embedded,
+    )
+    path = write_json(target / "entries" / f"{pc['name']}.json", entry.to_json())
+    print(f"published {pc['name']}: {repo}@{sha} ({'local test hub' if local_hub else endpoint or 'HF_ENDPOINT'})")
+    print(f"registry entry: {path}")
+    return path

@@ -2,6 +2,7 @@
 
     python -m ttexp list
     python -m ttexp run NAME VERSION [--variant V] [--only PART ...] [--device cpu|cuda] [--threads N]
+    python -m ttexp reproduce NAME VERSION [--variant V]   (parts in parallel, results, check)
     python -m ttexp check NAME VERSION [--variant V]
     python -m ttexp table NAME VERSION [--variant V]
     python -m ttexp publish NAME VERSION [--endpoint URL] [--local-hub DIR]
@@ -67,7 +68,7 @@ def make_context(args: argparse.Namespace, *, device: str = "cpu", rank: int = 0
     if not cfg_path.is_file():
         versions = sorted(p.name for p in (EXPERIMENTS / args.name).glob("v*") if p.is_dir())
         raise SystemExit(f"ttexp: {cfg_path} does not exist (versions of {args.name}: {', '.join(versions)})")
-    cfg = load_config(cfg_path, args.variant)
+    cfg = load_config(cfg_path, args.variant, overrides=getattr(args, "set", None) or ())
     tag = args.version + (f"-{args.variant}" if args.variant else "")
     run_dir = Path(args.run_dir) if args.run_dir else EXPERIMENTS / ".runs" / args.name / tag
     if args.variant == "smoke":
@@ -168,8 +169,39 @@ def cmd_publish(args: argparse.Namespace) -> int:
     mod = load_experiment(args.name)
     if not hasattr(mod, "publish"):
         raise SystemExit(f"ttexp: experiment {args.name} publishes nothing")
-    mod.publish(ctx, endpoint=args.endpoint, local_hub=args.local_hub, repo_id=args.repo_id)
+    mod.publish(
+        ctx, endpoint=args.endpoint, local_hub=args.local_hub, repo_id=args.repo_id, registry_dir=args.registry_dir
+    )
     return 0
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    """The full run: every part in its own process (cores split between them), then the combining run that
+    writes results, then ``check``. Each part resumes from its checkpoints, so re-running continues."""
+    import os
+    import subprocess
+
+    ctx = make_context(args)
+    mod = load_experiment(args.name)
+    parts = list(mod.parts(ctx)) if hasattr(mod, "parts") else []
+    base = [sys.executable, "-m", "ttexp", "run", args.name, args.version]
+    if args.variant:
+        base += ["--variant", args.variant]
+    if args.run_dir:
+        base += ["--run-dir", args.run_dir]
+    for item in args.set or ():
+        base += ["--set", item]
+    if len(parts) > 1:
+        threads = max(1, (os.cpu_count() or 1) // len(parts))
+        procs = [subprocess.Popen([*base, "--only", p, "--threads", str(threads)]) for p in parts]
+        codes = [p.wait() for p in procs]
+        if any(codes):
+            print(f"ttexp reproduce: part processes exited with {codes}", file=sys.stderr)
+            return 1
+    code = subprocess.call(base)
+    if code:
+        return code
+    return cmd_check(args)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -185,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="experiments and their versions").set_defaults(fn=cmd_list)
     for name, fn, what in (
         ("run", cmd_run, "run (or resume) an experiment"),
+        ("reproduce", cmd_reproduce, "full run: parts in parallel processes, results, then check"),
         ("check", cmd_check, "compare results with expected.json"),
         ("table", cmd_table, "regenerate results.md and plots from results.json"),
         ("publish", cmd_publish, "publish weights, snapshots and results to the zoo"),
@@ -194,6 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("version")
         p.add_argument("--variant", default=None, help="a [variants.X] table of the config (smoke, gpu, ...)")
         p.add_argument("--run-dir", default=None, help="scratch folder (default experiments/.runs/NAME/VERSION)")
+        p.add_argument(
+            "--set", action="append", metavar="KEY=VALUE", help="override a config value (TOML value, dotted key)"
+        )
         p.set_defaults(fn=fn)
         if name == "run":
             p.add_argument("--only", nargs="+", default=None, help="train only these parts")
@@ -204,6 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--endpoint", default=None, help="Hub endpoint (default: the client's HF_ENDPOINT)")
             p.add_argument("--local-hub", default=None, help="serve a local test Hub from this folder and use it")
             p.add_argument("--repo-id", default=None, help="owner/name (default from the config)")
+            p.add_argument(
+                "--registry-dir", default=None, help="where entries/ and embedded/ go (default: the zoo package)"
+            )
     return ap
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import tomllib
 
-__all__ = ["Config", "config_hash", "load_config"]
+__all__ = ["Config", "config_hash", "load_config", "parse_override"]
 
 
 @dataclass(frozen=True)
@@ -49,8 +49,26 @@ def config_hash(data: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def load_config(path: str | Path, variant: str | None = None) -> Config:
-    """Read ``config.toml``, apply ``variant`` and hash the result.
+def parse_override(item: str) -> dict[str, Any]:
+    """``"train.steps=200"`` -> ``{"train": {"steps": 200}}`` (the value is parsed as TOML, else a string)."""
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"overrides are KEY=VALUE with a dotted key, got {item!r}")
+    try:
+        parsed = tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value
+    out: dict[str, Any] = {}
+    node = out
+    *parents, leaf = key.strip().split(".")
+    for p in parents:
+        node = node.setdefault(p, {})
+    node[leaf] = parsed
+    return out
+
+
+def load_config(path: str | Path, variant: str | None = None, overrides: tuple[str, ...] | list[str] = ()) -> Config:
+    """Read ``config.toml``, apply ``variant`` then ``overrides`` (``"train.steps=200"``) and hash the result.
 
     Raises ``ValueError`` for a missing ``# command:`` header or an unknown variant (naming the known ones).
     """
@@ -66,5 +84,11 @@ def load_config(path: str | Path, variant: str | None = None) -> Config:
             known = ", ".join(sorted(variants)) or "none"
             raise ValueError(f"{path}: no variant {variant!r} (known: {known})")
         raw = _merge(raw, variants[variant])
+    for item in overrides:
+        raw = _merge(raw, parse_override(item))
     resolved = {**raw, "variant": variant}
-    return Config(data=resolved, path=path, variant=variant, command=command, hash=config_hash(resolved))
+    if overrides:  # only when given, so that plain configs keep their hash
+        resolved["overrides"] = list(overrides)
+    # [publish] says where results go, not what they are: it is left out of the hash
+    hashed = {k: v for k, v in resolved.items() if k != "publish"}
+    return Config(data=resolved, path=path, variant=variant, command=command, hash=config_hash(hashed))

@@ -11,12 +11,13 @@ Register a model class, save it with named state snapshots, and load it back str
     model = zoo.load_pretrained("out/tiny", states="primed")
 """
 
+from . import bytelm  # registers the byte LM architectures (bytelm-mamba, bytelm-lstm)
 from ._version import __version__
 from .architectures import architecture_names, build, get_architecture, model_config, register
 from .errors import IncompatibleFileError, UnknownArchitectureError, ZooError
 from .hub import download, load, parse_id, push_to_hub, resolve_folder, verify_files
 from .pretrained import file_hashes, list_snapshots, load_pretrained, read_config, save_pretrained, verify_golden
-from .registry import Entry, get_entry, list_models, register_entry
+from .registry import Entry, get_entry, list_models, make_entry, register_entry
 
 __all__ = [
     "Entry",
@@ -26,6 +27,7 @@ __all__ = [
     "__version__",
     "architecture_names",
     "build",
+    "bytelm",
     "download",
     "file_hashes",
     "get_architecture",
@@ -34,6 +36,7 @@ __all__ = [
     "list_snapshots",
     "load",
     "load_pretrained",
+    "make_entry",
     "model_config",
     "parse_id",
     "push_to_hub",

@@ -7,17 +7,20 @@ and metrics. :func:`tracetorch_zoo.load` resolves a name through it and refuses 
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import fnmatch
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from .errors import ZooError
 
-__all__ = ["Entry", "get_entry", "list_models", "register_entry"]
+__all__ = ["Entry", "get_entry", "list_models", "make_entry", "register_entry"]
 
 _NAME = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*\.[a-z0-9]+(?:[-_][a-z0-9]+)*$")
 _SHA = re.compile(r"^[0-9a-f]{40}$")
@@ -58,6 +61,12 @@ class Entry:
         """``hf-hub:owner/name@sha``, the entry's full Hub address."""
         return f"hf-hub:{self.repo_id}@{self.revision}"
 
+    def to_json(self) -> dict[str, Any]:
+        """The entry as the JSON object ``entries/<name>.json`` holds (inverse of :meth:`from_json`)."""
+        data = dataclasses.asdict(self)
+        data["snapshots"] = list(self.snapshots)
+        return data
+
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Entry:
         data = dict(data)
@@ -66,6 +75,39 @@ class Entry:
 
 
 _ENTRIES: dict[str, Entry] = {}
+
+
+def make_entry(
+    folder: str | os.PathLike,
+    *,
+    name: str,
+    repo_id: str,
+    revision: str,
+    license: str = "",
+    metadata: dict[str, Any] | None = None,
+    embedded: str | None = None,
+) -> Entry:
+    """An entry for the published files in ``folder`` (a ``save_pretrained`` directory pushed at ``revision``):
+    the rebuild config, snapshots and every file's sha256 are read from the folder itself; ``metadata`` adds to
+    the parameter count and size recorded here."""
+    from .pretrained import file_hashes, list_snapshots, read_config
+
+    cfg = read_config(folder)
+    files = file_hashes(folder)
+    size = sum((Path(folder) / p).stat().st_size for p in files)
+    meta = {"num_parameters": cfg["num_parameters"], "size_bytes": size, **dict(metadata or {})}
+    return Entry(
+        name=name,
+        repo_id=repo_id,
+        revision=revision,
+        architecture=cfg["architecture"],
+        init_args=cfg["init_args"],
+        files=files,
+        snapshots=tuple(list_snapshots(folder)),
+        license=license,
+        metadata=meta,
+        embedded=embedded,
+    )
 
 
 def register_entry(entry: Entry, *, replace: bool = False) -> Entry:

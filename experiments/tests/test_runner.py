@@ -1,0 +1,195 @@
+"""The shared runner: configs, expectations, checkpoints, resume after a kill, DDP (run by ``nox -s smoke``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from ttexp.checkpoint import Checkpointer
+from ttexp.config import load_config
+from ttexp.results import check_expected
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = ROOT / "experiments" / "byte_lm" / "v1" / "config.toml"
+
+
+def ttexp(*args: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ttexp", *args], capture_output=True, text=True, cwd=ROOT, **kw)
+
+
+def test_config_variant_overrides_and_hash(tmp_path):
+    base = load_config(CONFIG)
+    smoke = load_config(CONFIG, "smoke")
+    assert smoke["train"]["batch"] == 4 and base["train"]["batch"] == 32
+    assert smoke["train"]["clip"] == base["train"]["clip"]  # untouched keys are inherited
+    assert base.command.startswith("nox -s")
+    assert load_config(CONFIG).hash == base.hash  # stable
+    more = load_config(CONFIG, "smoke", ["train.steps=7", "sample.prompt=hello world"])
+    assert more["train"]["steps"] == 7 and more["sample"]["prompt"] == "hello world"
+    assert more.hash != smoke.hash
+    with pytest.raises(ValueError, match=r"no variant 'nope'.*smoke"):
+        load_config(CONFIG, "nope")
+    bad = tmp_path / "config.toml"
+    bad.write_text("seed = 0\n")
+    with pytest.raises(ValueError, match="# command:"):
+        load_config(bad)
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        load_config(CONFIG, None, ["train.steps"])
+
+
+def test_check_expected_rules():
+    results = {"a": {"bpb": 1.4, "n": 10}, "b": 2.0}
+    expected = {
+        "metrics": {
+            "a.bpb": {"max": 1.5},
+            "a.n": {"value": 10, "tolerance": 0},
+            "b": {"value": 2.5, "tolerance": 0.1},
+            "missing": {"max": 1},
+        }
+    }
+    ok = {r["metric"]: r["ok"] for r in check_expected(results, expected)}
+    assert ok == {"a.bpb": True, "a.n": True, "b": False, "missing": False}
+
+
+def test_checkpoint_round_trip_continues_identically(tmp_path):
+    """Weights, AdamW state, hidden states and RNG all come back: the next steps are bit-identical."""
+    import tracetorch as tt
+    from tracetorch_zoo.bytelm import MambaByteLM
+
+    def make():
+        torch.manual_seed(0)
+        m = MambaByteLM(16, 1, d_state=2)
+        return m, torch.optim.AdamW(m.parameters(), lr=1e-2)
+
+    def train(m, opt, steps, seed_offset):
+        for i in range(steps):
+            x = torch.randint(0, 256, (9, 3), generator=torch.Generator().manual_seed(seed_offset + i))
+            noise = torch.rand(())  # consumes the global RNG, as dropout would
+            loss = torch.nn.functional.cross_entropy(m.scan(x[:-1]).reshape(-1, 256), x[1:].reshape(-1)) * (
+                1 + 0 * noise
+            )
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            tt.detach_states(m)
+
+    m, opt = make()
+    train(m, opt, 3, 0)
+    ck = Checkpointer(tmp_path / "ck")
+    ck.save(3, m, opt, {"note": "x"})
+    train(m, opt, 2, 3)
+    expected = {k: v.clone() for k, v in m.state_dict().items()}
+    m2, opt2 = make()
+    assert ck.load(3, m2, opt2)["note"] == "x"
+    train(m2, opt2, 2, 3)
+    for k, v in m2.state_dict().items():
+        assert torch.equal(v, expected[k]), k
+    assert ck.steps() == [3] and not list((tmp_path / "ck").glob(".tmp*"))
+
+
+def _final(run_dir: Path) -> tuple[dict, dict]:
+    weights = load_file(str(run_dir / "mamba" / "model.safetensors"))
+    result = json.loads((run_dir / "mamba" / "result.json").read_text())
+    return weights, result
+
+
+COMMON = ["run", "byte_lm", "v1", "--variant", "smoke", "--only", "mamba", "--threads", "1"]
+
+
+def test_resume_after_kill_is_bit_identical(tmp_path):
+    long = ["--set", "train.steps=240", "--set", "train.checkpoint_every=10", "--set", "train.eval_every=80"]
+    a, b = tmp_path / "a", tmp_path / "b"
+    done = ttexp(*COMMON, *long, "--run-dir", str(a))
+    assert done.returncode == 0, done.stderr[-3000:]
+    # the same run, killed (SIGKILL, no chance to clean up) once a few checkpoints exist, then resumed
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ttexp", *COMMON, *long, "--run-dir", str(b)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    ckpts = b / "mamba" / "checkpoints"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (ckpts.is_dir() and len(list(ckpts.glob("step-*"))) >= 2):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = sorted(p.name for p in ckpts.glob("step-*"))
+    assert killed_at and not (b / "mamba" / "result.json").exists(), "the run finished before it was killed"
+    resumed = ttexp(*COMMON, *long, "--run-dir", str(b))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from step" in resumed.stdout
+    wa, ra = _final(a)
+    wb, rb = _final(b)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+    assert ra["history"] == rb["history"]
+    assert ra["heldout_bpb"] == rb["heldout_bpb"] and ra["sample"] == rb["sample"]
+    assert len(rb["runs"]) == 2 and rb["runs"][1]["start_step"] > 0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_process_ddp_matches_one_process(tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    r1 = ttexp(*COMMON, "--run-dir", str(one))
+    assert r1.returncode == 0, r1.stderr[-3000:]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1"]
+    cmd += ["--master-port", str(_free_port()), "-m", "ttexp", *COMMON, "--run-dir", str(two)]
+    r2 = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
+    assert r2.returncode == 0, r2.stderr[-3000:]
+    w1, res1 = _final(one)
+    w2, res2 = _final(two)
+    for k in w1:  # same global batch, gradients averaged over ranks: equal up to summation order
+        torch.testing.assert_close(w2[k], w1[k], rtol=1e-4, atol=1e-5, msg=k)
+    for h1, h2 in zip(res1["history"], res2["history"], strict=True):
+        assert h1["train_bpb"] == pytest.approx(h2["train_bpb"], rel=1e-4)
+    assert res2["runs"][0]["world_size"] == 2
+
+
+def test_publish_to_a_local_hub_and_stream_from_it(tmp_path, monkeypatch):
+    """Smoke run -> publish (local test Hub) -> registry entry -> fresh-cache download at the pinned revision
+    reproduces the golden tensors -> the CLI streams bytes from it with the preamble snapshot."""
+    import tracetorch_zoo as zoo
+    from tracetorch_zoo.testing.hub_server import LocalHub
+
+    run_dir, reg, hub_dir = tmp_path / "run", tmp_path / "reg", tmp_path / "hub"
+    r = ttexp("run", "byte_lm", "v1", "--variant", "smoke", "--run-dir", str(run_dir))
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = ttexp(
+        "publish", "byte_lm", "v1", "--variant", "smoke", "--run-dir", str(run_dir), "--local-hub", str(hub_dir),
+        "--registry-dir", str(reg),
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    entry = zoo.Entry.from_json(json.loads((reg / "entries" / "bytelm-mamba.smoke.json").read_text()))
+    assert entry.snapshots == ("preamble",) and entry.metadata["experiment"] == "byte_lm"
+    zoo.verify_files(reg / entry.embedded, entry.files, "embedded copy")
+    monkeypatch.setenv("HF_XET_CACHE", str(tmp_path / "xet"))
+    with LocalHub(hub_dir) as hub:  # the same storage, served again
+        folder = zoo.download(entry.repo_id, entry.revision, cache_dir=tmp_path / "cache", endpoint=hub.endpoint)
+        zoo.verify_files(folder, entry.files, "download")
+        zoo.verify_golden(folder)
+        cli = subprocess.run(
+            [sys.executable, "-m", "tracetorch_zoo.cli", "--endpoint", hub.endpoint,
+             "--cache-dir", str(tmp_path / "cache"), "generate", entry.hub_id, "--states", "preamble",
+             "--prompt", "Psalms 1:1: ", "--max-bytes", "30", "--seed", "3"],
+            capture_output=True, cwd=ROOT, env={**os.environ, "HF_XET_CACHE": str(tmp_path / "xet")},
+        )  # fmt: skip
+    assert cli.returncode == 0, cli.stderr.decode()[-2000:]
+    assert cli.stdout.startswith(b"Psalms 1:1: ") and len(cli.stdout) == len(b"Psalms 1:1: ") + 30 + 1
