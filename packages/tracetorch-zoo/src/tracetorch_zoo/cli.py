@@ -57,9 +57,24 @@ def _cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
+def _retain_freed_memory() -> None:
+    """Keep freed heap memory in this process (glibc) instead of returning it to the OS and faulting it back
+    in on the next step: about 1.5x faster streaming on the machines measured. The CLI owns its process, so
+    it may; the library never changes allocator settings."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-4, 0)  # M_MMAP_MAX
+        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
 def _cmd_generate(args: argparse.Namespace) -> int:
     import torch
 
+    _retain_freed_memory()
     model = hub.load(args.name, states=args.states, endpoint=args.endpoint, token=args.token, cache_dir=args.cache_dir)
     if not hasattr(model, "stream_bytes"):
         raise ZooError(f"{args.name} ({type(model).__name__}) is not a byte language model: it has no stream_bytes()")
