@@ -12,7 +12,7 @@ sequence with ``scan``, and can zero, detach, save and load them::
     model.zero_states()                           # next, unrelated sequence
 """
 
-from . import encoders, functional, ops, params, rnn, snn, ssm
+from . import encoders, functional, online, ops, params, rnn, snn, ssm
 from ._version import __version__
 from .errors import StateError, StateLoadError
 from .layer import Layer, step_loop
@@ -35,6 +35,7 @@ __all__ = [
     "get_states",
     "load_states",
     "named_stateful",
+    "online",
     "ops",
     "params",
     "read_states",

@@ -1,0 +1,13 @@
+"""Constant-memory online learning: exact per-layer gradients from eligibility traces, one step at a time.
+
+* :class:`OnlineLearner` wraps a chain model and an optimiser: ``y = learner.step(x_t, target_t)``.
+* :class:`EligibilityUnit` is the per-layer engine (real-time recurrent learning for element-wise layers).
+
+Supported layers: the 32 spiking types of :mod:`tracetorch.snn` (each optionally fed by an ``nn.Linear``)
+and stateless modules; other stateful layers raise :class:`UnsupportedLayerError`.
+"""
+
+from .eligibility import EligibilityUnit
+from .learner import SUPPORTED, OnlineLearner, UnsupportedLayerError, online_plan
+
+__all__ = ["SUPPORTED", "EligibilityUnit", "OnlineLearner", "UnsupportedLayerError", "online_plan"]
