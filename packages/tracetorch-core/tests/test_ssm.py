@@ -245,6 +245,113 @@ def test_derived_parameters_follow_parameter_updates(kind):
     torch.autograd.grad(layer(x).sum(), list(layer.parameters()))  # every parameter gets a gradient
 
 
+def mamba_pair(features, dtype=DT, d_conv=3, **kw):
+    """Two identical Mambas: one streams through the no-grad fast path, the other through ``Layer.forward``."""
+    torch.manual_seed(0)
+    layer = ssm.Mamba(features, 3, d_conv=d_conv, expand=2, **kw).to(dtype)
+    return layer, copy.deepcopy(layer)
+
+
+def assert_same_states(a, b):
+    sa, sb = a.get_states(), b.get_states()
+    assert set(sa) == set(sb) == {"conv", "ssm"}
+    for k in sa:
+        assert sa[k].shape == sb[k].shape and torch.equal(sa[k], sb[k]), k
+
+
+@pytest.mark.parametrize(
+    "batch,dim,dtype,d_conv",
+    [(1, -1, DT, 3), (3, -1, DT, 3), (2, 1, DT, 2), (1, -1, torch.float32, 3), (2, -1, DT, 40), (1, -1, DT, 40)],
+)
+def test_mamba_streaming_fast_path_equals_reference_step(batch, dim, dtype, d_conv):
+    # the no-grad streaming path (_MambaStream, out= ops on preallocated buffers) beside the reference step
+    # (Layer.forward -> Mamba._step): bit-identical outputs and states from a non-zero initial state, over more
+    # steps than one pass of its window buffer; and the same numbers as scan
+    fast, ref = mamba_pair(4, dtype, dim=dim, d_conv=d_conv)
+    x = torch.randn(100, batch, 4, dtype=dtype)
+    init = {"conv": torch.randn(batch, 8, d_conv - 1, dtype=dtype), "ssm": torch.randn(batch, 8, 3, dtype=dtype)}
+    fast.load_states(init)
+    ref.load_states(init)
+    with torch.no_grad():
+        a = torch.stack([fast(xt) for xt in x])
+        b = torch.stack([tt.Layer.forward(ref, xt) for xt in x])
+        assert fast.__dict__.get("_stream") is not None and ref.__dict__.get("_stream") is None
+    assert torch.equal(a, b)
+    assert_same_states(fast, ref)
+    ref.load_states(init)
+    with torch.no_grad():
+        ys = ref.scan(x)
+    tol = {"rtol": 1e-10, "atol": 1e-12} if dtype == DT else {"rtol": 1e-4, "atol": 1e-5}
+    torch.testing.assert_close(a, ys, **tol)
+    for k, v in ref.get_states().items():
+        torch.testing.assert_close(fast.get_states()[k], v, **tol)
+
+
+def test_mamba_streaming_follows_state_and_parameter_changes(tmp_path):
+    # loads, zero/detach, states set by hand, scans, inference mode, in-place and .data parameter updates between
+    # fast steps: the fast path picks every change up and stays bit-identical to the reference
+    fast, ref = mamba_pair(4)
+    x = torch.randn(70, 2, 4, dtype=DT)
+    outs = []
+    for t, xt in enumerate(x):
+        for layer in (fast, ref):
+            if t == 12:
+                layer.load_states(tmp_path / "s.safetensors")
+            elif t == 20:
+                layer.zero_states()
+            elif t == 25:
+                layer.detach_states()
+            elif t == 35:
+                layer.ssm = layer.ssm * 0.5  # one state set by hand
+            elif t == 37:
+                layer.conv = layer.conv.flip(-1)
+            elif t == 40:
+                with torch.no_grad():
+                    for p in layer.parameters():
+                        p.mul_(1.01)
+            elif t == 45:
+                layer.in_proj.weight.data = layer.in_proj.weight.data * 0.9
+            elif t == 50:
+                layer.load_states({k: v * 0.5 for k, v in layer.save_states().items()})
+        if t == 30:  # a scan in the middle of a stream continues from, and leaves, the states
+            with torch.no_grad():
+                outs.append((fast.scan(x[30:33]), ref.scan(x[30:33])))
+        if 30 <= t < 33:
+            continue
+        with torch.inference_mode() if 55 <= t < 58 else torch.no_grad():
+            outs.append((fast(xt), tt.Layer.forward(ref, xt)))
+        if t == 8:
+            fast.save_states(tmp_path / "s.safetensors")
+    for a, b in outs:
+        assert torch.equal(a, b)
+    assert_same_states(fast, ref)
+    with torch.no_grad():  # a state kept from get_states() is a live reference; save_states() copies
+        kept = fast.save_states()
+        y = fast(x[0])
+        fast.load_states(kept)
+        assert torch.equal(fast(x[0]), y)
+
+
+def test_mamba_streaming_falls_back_and_checks_inputs():
+    fast, ref = mamba_pair(4)
+    calls = []
+    fast.in_proj.register_forward_hook(lambda *a: calls.append(1))  # a hooked submodule: the reference runs
+    x = torch.randn(5, 2, 4, dtype=DT)
+    with torch.no_grad():
+        a = torch.stack([fast(xt) for xt in x])
+        b = torch.stack([tt.Layer.forward(ref, xt) for xt in x])
+    assert len(calls) == 5 and torch.equal(a, b)
+    layer = ssm.Mamba(4, 3)
+    with torch.no_grad():
+        layer(torch.randn(3, 4))
+        with pytest.raises(tt.StateError):
+            layer(torch.randn(5, 4))
+        with pytest.raises(ValueError, match="expects 4 features"):
+            layer(torch.randn(3, 6))
+        with pytest.raises(RuntimeError, match="dtype"):  # not the parameters' dtype: the reference's error
+            layer(torch.randn(3, 4, dtype=DT))
+
+
 def test_s6_is_mambas_selective_scan_with_delta_times_b():
     # one step by hand: h = exp(delta A) h0 + delta u B (no extra delta factor), y = C.h + D u
     layer = ssm.S6(3, 2).double()
