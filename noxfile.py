@@ -125,7 +125,11 @@ def _experiment_versions() -> list[tuple[str, str]]:
 
 
 def _install_experiments(session: nox.Session) -> None:
-    install(session, "pytest>=7", editable=(CORE, ZOO, FRAMEWORK))
+    """The experiments venv: core, zoo and the runner (editable), plus every ``experiments/*/requirements.txt``."""
+    extra = []
+    for path in sorted(EXPERIMENTS.glob("*/requirements.txt")):
+        extra += [ln.split("#")[0].strip() for ln in path.read_text().splitlines() if ln.split("#")[0].strip()]
+    install(session, "pytest>=7", *sorted(set(extra)), editable=(CORE, ZOO, FRAMEWORK))
 
 
 def _latest_versions() -> list[tuple[str, str]]:
