@@ -206,8 +206,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     for name in experiment_names():
-        versions = sorted(p.name for p in (EXPERIMENTS / name).glob("v*/config.toml"))
-        print(name, " ".join(Path(v).parent.name for v in versions) if versions else "")
+        versions = sorted(p.parent.name for p in (EXPERIMENTS / name).glob("v*/config.toml"))
+        print(name, " ".join(versions))
     return 0
 
 
