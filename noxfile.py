@@ -157,7 +157,10 @@ def smoke(session: nox.Session) -> None:
     _install_experiments(session)
     for name, version in _latest_versions():
         run_dir = str(EXPERIMENTS / ".runs" / name / f"{version}-smoke")
-        session.run("python", "-m", "ttexp", "run", name, version, "--variant", "smoke", "--run-dir", run_dir)
+        # one thread: tiny models gain nothing from more, and torch's default oversubscribes busy machines
+        session.run(
+            "python", "-m", "ttexp", "run", name, version, "--variant", "smoke", "--run-dir", run_dir, "--threads", "1"
+        )
         session.run("python", "-m", "ttexp", "check", name, version, "--variant", "smoke", "--run-dir", run_dir)
     session.run("pytest", str(EXPERIMENTS / "tests"), *session.posargs)
 
