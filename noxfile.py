@@ -66,7 +66,22 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def demo(session: nox.Session) -> None:
-    """The main job until the pretrained byte LM lands: a short tour of the core on a toy stream."""
+    """The main job: stream text from the pretrained byte LM that ships inside tracetorch-zoo (offline).
+
+    ``nox -s demo -- --prompt "..." --max-bytes 4000 --temperature 0.7`` passes options to ``tracetorch-zoo
+    generate``."""
+    install(session, editable=(CORE, ZOO))
+    args = list(session.posargs) or ["--prompt", "Psalms 23:1: The Lord is my shepherd", "--max-bytes", "1500"]
+    env = {"HF_HUB_OFFLINE": "1"}  # the default entry is embedded: nothing to fetch
+    session.run(
+        "tracetorch-zoo", "generate", "bytelm-mamba.small", "--states", "preamble", "--temperature", "0.8", *args,
+        env=env,
+    )  # fmt: skip
+
+
+@nox.session
+def core_demo(session: nox.Session) -> None:
+    """A short tour of the core on a toy stream (train an SNN, snapshot and resume its hidden states)."""
     install(session, editable=(CORE,))
     session.run("python", str(ROOT / "experiments" / "core_demo" / "demo.py"), *session.posargs)
 
@@ -91,6 +106,10 @@ def zoo_install(session: nox.Session) -> None:
     env = {"HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"}  # nothing listens there: no network use
     session.run("tracetorch-zoo", "list", env=env)
     session.run("tracetorch-zoo", "--help", env=env, silent=True)
+    # the embedded default model is package data: it must arrive with a plain (non-editable) install
+    session.run(
+        "tracetorch-zoo", "generate", "bytelm-mamba.small", "--prompt", "Psalms 1:1: ", "--max-bytes", "64", env=env
+    )
 
 
 @nox.session

@@ -487,6 +487,9 @@ def publish(
         embedded = f"embedded/{pc['name']}"
         shutil.rmtree(target / embedded, ignore_errors=True)
         shutil.copytree(folder, target / embedded)
+        for p in (target / embedded).rglob("*"):  # readable by everyone once installed (temp files are 0600)
+            p.chmod(0o755 if p.is_dir() else 0o644)
+        (target / embedded).chmod(0o755)
     entry = zoo.make_entry(
         folder,
         name=pc["name"],

@@ -232,7 +232,10 @@ def _write_golden(model: nn.Module, inputs: Tensor, path: Path) -> None:
 
 def verify_golden(directory: str | os.PathLike, rtol: float = 1e-5, atol: float = 1e-6) -> None:
     """Rebuild the saved model, run the golden inputs from zero states, with ``scan`` and step by step, and
-    compare outputs and final states with ``test/golden.safetensors``; ``IncompatibleFileError`` otherwise."""
+    compare outputs and final states with ``test/golden.safetensors``; ``IncompatibleFileError`` otherwise.
+
+    Tolerance per element: ``atol + rtol * (|want| + max |want|)``, since rounding differences between the two
+    orders of evaluation grow with the size of the numbers in the tensor."""
     from safetensors.torch import load_file
 
     path = Path(directory) / "test" / "golden.safetensors"
@@ -251,5 +254,9 @@ def verify_golden(directory: str | os.PathLike, rtol: float = 1e-5, atol: float 
         checks = [("outputs", outputs, golden["outputs"])]
         checks += [(f"state {k}", v, golden.get(f"state.{k}")) for k, v in finals.items()]
         for what, got, want in checks:
-            if want is None or got.shape != want.shape or not torch.allclose(got, want, rtol=rtol, atol=atol):
+            if want is None or got.shape != want.shape:
+                raise IncompatibleFileError(f"{directory}: {what} ({mode}) missing or misshapen in the golden file")
+            # float32 rounding between scan and step scales with the tensor's magnitude, not each element's
+            scale = float(want.abs().max()) if want.numel() else 0.0
+            if not torch.allclose(got, want, rtol=rtol, atol=atol + rtol * scale):
                 raise IncompatibleFileError(f"{directory}: {what} ({mode}) differ from test/golden.safetensors")
