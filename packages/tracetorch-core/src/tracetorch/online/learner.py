@@ -79,7 +79,8 @@ def online_plan(model: nn.Module, bundle_linear: bool = True) -> list[nn.Module]
             why = _WHY.get(name, "it is not an element-wise recurrence that tt.online knows")
             raise UnsupportedLayerError(
                 f"tt.online cannot compute exact online gradients for {name}: {why}. Supported: {SUPPORTED}. "
-                "Train other layers with BPTT (model.scan) or truncated BPTT (detach_states)."
+                "Learn online with tt.online.TruncatedLearner (truncated BPTT in windows, constant memory), or "
+                "train with BPTT (model.scan)."
             )
     if not stages:
         raise ValueError("OnlineLearner: the model has no modules")
