@@ -180,34 +180,32 @@ def rss_mib() -> float:
 
 # --------------------------------------------------------------------------------------------------- the pass
 def parts(ctx) -> list[str]:
-    return ["stream"]
+    return ["stream", "dynamic_eval"] if ctx.config.get("dynamic_eval") else ["stream"]
 
 
 def run(ctx) -> dict[str, Any] | None:
     torch.manual_seed(ctx.seed)
     stream, held, retention, info = load_text(ctx)
-    done_file = ctx.run_dir / "stream" / "result.json"
-    if ctx.wants("stream"):
-        result = stream_pass(ctx, stream, held, retention)
-    elif done_file.is_file():
-        result = json.loads(done_file.read_text())
-    else:
-        result = {}
-    if not result:
-        print("online_bytelm: the stream is not finished yet; results are written once it is")
+    out: dict[str, Any] = {"data": info, "baselines_bpb": compressor_baselines(held)}
+    for part in parts(ctx):
+        done_file = ctx.run_dir / part / "result.json"
+        if ctx.wants(part):
+            if part == "stream":
+                out[part] = stream_part(ctx, stream, held, retention)
+            else:
+                out[part] = dynamic_eval_part(ctx)
+        elif done_file.is_file():
+            out[part] = json.loads(done_file.read_text())
+    missing = [p for p in parts(ctx) if not out.get(p)]
+    if missing:
+        print(f"online_bytelm: parts not finished yet: {missing}; results are written once all are done")
         return None
-    return {"data": info, "baselines_bpb": compressor_baselines(held), "stream": result}
+    return out
 
 
-def stream_pass(ctx, stream: bytes, held: bytes, retention: bytes) -> dict[str, Any]:
-    """Read ``stream`` once, learning online; resumes from the last checkpoint. Returns the part's results."""
-    sc, lc, ev = ctx.config["stream"], ctx.config["learner"], ctx.config["eval"]
-    out_dir = ctx.run_dir / "stream"
-    done_file = out_dir / "result.json"
-    if done_file.is_file():
-        return json.loads(done_file.read_text())
-    if sc["block"] % lc["window"] or sc["report_every"] % sc["block"] or sc["bytes"] % sc["report_every"]:
-        raise SystemExit("online_bytelm: need window | block | report_every | bytes")
+def new_learner(ctx) -> tuple[torch.nn.Module, torch.nn.Module, torch.optim.Optimizer, Any]:
+    """``(model, frozen, optimizer, learner)``: the published model learning online, and a frozen copy of it."""
+    lc = ctx.config["learner"]
     model = zoo.load(ctx.config["model"]).to(ctx.device)
     frozen = copy.deepcopy(model).eval()  # the published weights, reading the same bytes without learning
     for p in frozen.parameters():
@@ -216,27 +214,37 @@ def stream_pass(ctx, stream: bytes, held: bytes, retention: bytes) -> dict[str, 
     learner = tt.online.TruncatedLearner(
         model, opt, F.cross_entropy, window=lc["window"], clip_grad_norm=lc.get("clip")
     )
-    ckpt = Checkpointer(out_dir / "checkpoints")
+    return model, frozen, opt, learner
+
+
+def online_pass(ctx, part: str, text: bytes, total: int, sc: dict[str, Any], before=None) -> dict[str, Any]:
+    """Read ``text[: total + 1]`` once as one stream, every byte scored by the learner (before it learns from it)
+    and by the frozen model; resumes from the last checkpoint. ``before(model)`` runs once, before the first
+    byte. Returns ``{"model", "frozen", "meta"}`` with the per-report rows in ``meta["blocks"]``."""
+    lc = ctx.config["learner"]
+    block = sc["block"]
+    if block % lc["window"] or sc["report_every"] % block or total % sc["report_every"]:
+        raise SystemExit(f"online_bytelm {part}: need window | block | report_every | bytes")
+    model, frozen, opt, learner = new_learner(ctx)
+    ckpt = Checkpointer(ctx.run_dir / part / "checkpoints")
     both = torch.nn.ModuleDict({"model": model, "frozen": frozen})  # weights and hidden states of both, atomically
     meta: dict[str, Any] = {"pos": 0, "blocks": [], "runs": [], "wall_seconds": 0.0}
     latest = ckpt.latest()
     if latest is not None:
         meta = ckpt.load(latest, both, opt)["extra"]
         if meta["config_hash"] != ctx.config.hash:
-            raise SystemExit(f"online_bytelm: {ckpt.path(latest)} was made with another config; delete {out_dir}")
+            raise SystemExit(
+                f"online_bytelm: {ckpt.path(latest)} was made with another config; delete {ctx.run_dir / part}"
+            )
         learner.num_steps, learner.num_updates = meta["pos"], meta["pos"] // lc["window"]
-    else:
-        meta["before"] = {
-            "heldout_bpb": bits_per_byte(model, held, streams=ev["streams"], seq=ev["seq"]),
-            "retention_bpb": bits_per_byte(model, retention, streams=ev["streams"], seq=ev["seq"]),
-        }
+    elif before is not None:
+        meta["before"] = before(model)
     meta["config_hash"] = ctx.config.hash
     meta["runs"].append({"start_byte": meta["pos"], **ctx.provenance()})
-    data = torch.frombuffer(bytearray(stream), dtype=torch.uint8).long().unsqueeze(-1)  # [bytes + 1, 1]
-    block, total = sc["block"], sc["bytes"]
+    data = torch.frombuffer(bytearray(text[: total + 1]), dtype=torch.uint8).long().unsqueeze(-1)  # [total + 1, 1]
     acc = {"online": 0.0, "frozen": 0.0, "n": 0}
     t0 = time.perf_counter()
-    bar = tqdm(total=total, initial=meta["pos"], unit="B", unit_scale=True, desc="online_bytelm", mininterval=2)
+    bar = tqdm(total=total, initial=meta["pos"], unit="B", unit_scale=True, desc=part, mininterval=2)
     while meta["pos"] < total:
         pos = meta["pos"]
         x, y = data[pos : pos + block], data[pos + 1 : pos + block + 1]
@@ -268,26 +276,23 @@ def stream_pass(ctx, stream: bytes, held: bytes, retention: bytes) -> dict[str, 
                 ckpt.save(meta["pos"], both, opt, {"extra": meta})
     bar.close()
     meta["wall_seconds"] += time.perf_counter() - t0
-    after = {
-        "heldout_bpb": bits_per_byte(model, held, streams=ev["streams"], seq=ev["seq"]),
-        "retention_bpb": bits_per_byte(model, retention, streams=ev["streams"], seq=ev["seq"]),
-    }
+    return {"model": model, "frozen": frozen, "meta": meta}
+
+
+def summary(ctx, model: torch.nn.Module, meta: dict[str, Any], total: int) -> dict[str, Any]:
+    """The numbers every pass reports: prequential bits/byte (online and frozen), memory, speed."""
     rows = meta["blocks"]
     tenth = rows[max(0, len(rows) // 10 - 1)]["rss_mib"]
-    result = {
+    return {
         "model": ctx.config["model"],
         "num_parameters": sum(p.numel() for p in model.parameters()),
-        "before": meta["before"],
-        "after": after,
+        "steps": total,
+        "updates": total // ctx.config["learner"]["window"],
         "stream_online_bpb": sum(r["online_bpb"] for r in rows) / len(rows),
         "stream_frozen_bpb": sum(r["frozen_bpb"] for r in rows) / len(rows),
         "stream_gain_bpb": sum(r["frozen_bpb"] - r["online_bpb"] for r in rows) / len(rows),
-        "heldout_gain_bpb": meta["before"]["heldout_bpb"] - after["heldout_bpb"],
-        "retention_change_bpb": after["retention_bpb"] - meta["before"]["retention_bpb"],
         "last_block_online_bpb": rows[-1]["online_bpb"],
         "last_block_frozen_bpb": rows[-1]["frozen_bpb"],
-        "steps": total,
-        "updates": total // lc["window"],
         "rss_first_report_mib": rows[0]["rss_mib"],
         "rss_after_first_tenth_mib": tenth,
         "rss_end_mib": rows[-1]["rss_mib"],
@@ -297,11 +302,85 @@ def stream_pass(ctx, stream: bytes, held: bytes, retention: bytes) -> dict[str, 
         "blocks": rows,
         "runs": meta["runs"],
     }
+
+
+def stream_part(ctx, stream: bytes, held: bytes, retention: bytes) -> dict[str, Any]:
+    """The new text, read once while learning; held-out and retention bits/byte before and after."""
+    done_file = ctx.run_dir / "stream" / "result.json"
+    if done_file.is_file():
+        return json.loads(done_file.read_text())
+    ev, sc = ctx.config["eval"], ctx.config["stream"]
+
+    def measure(m: torch.nn.Module) -> dict[str, float]:
+        return {
+            "heldout_bpb": bits_per_byte(m, held, streams=ev["streams"], seq=ev["seq"]),
+            "retention_bpb": bits_per_byte(m, retention, streams=ev["streams"], seq=ev["seq"]),
+        }
+
+    r = online_pass(ctx, "stream", stream, sc["bytes"], sc, before=measure)
+    model, meta = r["model"], r["meta"]
+    after = measure(model)
+    result = summary(ctx, model, meta, sc["bytes"])
+    result.update(
+        before=meta["before"],
+        after=after,
+        heldout_gain_bpb=meta["before"]["heldout_bpb"] - after["heldout_bpb"],
+        retention_change_bpb=after["retention_bpb"] - meta["before"]["retention_bpb"],
+    )
     write_json(done_file, result)
     from safetensors.torch import save_file
 
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out_dir / "model.safetensors"))
+    save_file(
+        {k: v.contiguous() for k, v in model.state_dict().items()}, str(ctx.run_dir / "stream" / "model.safetensors")
+    )
     return result
+
+
+def dynamic_eval_part(ctx) -> dict[str, Any]:
+    """Dynamic evaluation (Krause et al. 2018) of the published model on byte_lm v1's own held-out split: one
+    stream through it, every byte scored before the model learns from it (as adaptive compressors work), beside
+    the frozen model reading the same stream."""
+    done_file = ctx.run_dir / "dynamic_eval" / "result.json"
+    if done_file.is_file():
+        return json.loads(done_file.read_text())
+    dc = ctx.config["dynamic_eval"]
+    held, info = load_byte_lm_heldout(ctx, dc["data"])
+    total = (len(held) - 1) // dc["report_every"] * dc["report_every"]
+    r = online_pass(ctx, "dynamic_eval", held, total, dc)
+    result = summary(ctx, r["model"], r["meta"], total)
+    result["data"] = info
+    write_json(done_file, result)
+    return result
+
+
+def load_byte_lm_heldout(ctx, cfg: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
+    """byte_lm v1's held-out split: the last ``heldout_fraction`` of the raw ``diatheke`` dump (sha256 pinned)."""
+    import datasets
+
+    cache = ctx.root / "experiments" / ".data"
+    if cfg["source"] == "sword":
+        path = cache / f"{cfg['module'].lower()}.txt"  # the file byte_lm dumps (same name, same command)
+        if not path.is_file():
+            if shutil.which("diatheke") is None:
+                raise SystemExit(f"online_bytelm: apt-get install diatheke {cfg['package']} (or run the smoke variant)")
+            cache.mkdir(parents=True, exist_ok=True)
+            raw = subprocess.run(
+                ["diatheke", "-b", cfg["module"], "-f", "plain", "-k", cfg["key"]], capture_output=True, check=True
+            ).stdout
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(raw)
+            os.replace(tmp, path)
+    else:
+        path = ctx.root / cfg["path"]
+    ds = datasets.load_dataset(
+        "text", data_files={"t": str(path)}, sample_by="document", cache_dir=str(cache / "hf-datasets")
+    )
+    text = "".join(ds["t"]["text"]).encode("utf-8")
+    digest = hashlib.sha256(text).hexdigest()
+    if cfg.get("sha256") and digest != cfg["sha256"]:
+        raise SystemExit(f"online_bytelm: {path} has sha256 {digest}, the config pins {cfg['sha256']}")
+    held = text[-round(len(text) * cfg["heldout_fraction"]) :]
+    return held, {"source": cfg.get("describe", str(path)), "sha256": digest, "heldout_bytes": len(held)}
 
 
 # --------------------------------------------------------------------------------------------------- reporting
@@ -333,6 +412,21 @@ def table(results: dict[str, Any]) -> str:
     ]
     for name, v in results["baselines_bpb"].items():
         lines.append(f"| stdlib `{name}` on the held-out bytes alone | {v:.3f} | - |")
+    if "dynamic_eval" in results:
+        de = results["dynamic_eval"]
+        lines += [
+            "",
+            f"Dynamic evaluation on byte_lm v1's own held-out split ({de['data']['source']}, the first "
+            f"{de['steps']:,} of its {de['data']['heldout_bytes']:,} bytes, one stream from zero states): the same "
+            "learner reads it once, scoring every byte before learning from it, as adaptive compressors do.",
+            "",
+            "| byte_lm v1 held-out split | bits/byte |",
+            "|---|---:|",
+            f"| published weights, frozen (static evaluation) | {de['stream_frozen_bpb']:.3f} |",
+            f"| learning online while reading (dynamic evaluation) | **{de['stream_online_bpb']:.3f}** |",
+            f"| last {results['config']['dynamic_eval']['report_every']:,} bytes: frozen / online | "
+            f"{de['last_block_frozen_bpb']:.3f} / {de['last_block_online_bpb']:.3f} |",
+        ]
     lines += [
         "",
         f"Memory (resident set of the whole process): {r['rss_first_report_mib']:.1f} MiB at the first report, "
@@ -365,8 +459,15 @@ def plots(results: dict[str, Any], out: Path) -> None:
     ax.set_ylabel("bits per byte (per block)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    mx.plot(x, [row["rss_mib"] for row in rows], "o-", ms=3, color="C2")
-    mx.set_ylim(0, max(row["rss_mib"] for row in rows) * 1.3 + 1)
+    mx.plot(x, [row["rss_mib"] for row in rows], "o-", ms=3, color="C2", label="new text, 1 pass")
+    top = max(row["rss_mib"] for row in rows)
+    if "dynamic_eval" in results:
+        d_rows = results["dynamic_eval"]["blocks"]
+        mx.plot([row["bytes"] for row in d_rows], [row["rss_mib"] for row in d_rows], "s-", ms=3, color="C3",
+                label="dynamic evaluation (own held-out split)")  # fmt: skip
+        top = max(top, *(row["rss_mib"] for row in d_rows))
+        mx.legend(fontsize=8, loc="lower right")
+    mx.set_ylim(0, top * 1.3 + 1)
     mx.set_xlabel("bytes read (= steps)")
     mx.set_ylabel("resident memory (MiB)")
     mx.grid(alpha=0.3)
