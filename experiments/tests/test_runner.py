@@ -47,6 +47,21 @@ def test_config_variant_overrides_and_hash(tmp_path):
         load_config(CONFIG, None, ["train.steps"])
 
 
+def test_probes_and_smoke_runs_keep_their_results_out_of_the_version_folder(tmp_path):
+    """Only the frozen config's full run (or a named variant) writes ``v<N>/results``; ``--set`` probes do not."""
+    import argparse
+
+    from ttexp.cli import make_context
+
+    def ctx(**kw):
+        fields = {"name": "byte_lm", "version": "v1", "variant": None, "run_dir": str(tmp_path), "set": None}
+        return make_context(argparse.Namespace(**{**fields, **kw}))
+
+    assert ctx().results_dir.parts[-3:] == ("byte_lm", "v1", "results")
+    assert ctx(set=["train.steps=10"]).results_dir == tmp_path / "results"
+    assert ctx(variant="smoke").results_dir == tmp_path / "results"
+
+
 def test_check_expected_rules():
     results = {"a": {"bpb": 1.4, "n": 10}, "b": 2.0}
     expected = {

@@ -71,7 +71,8 @@ def make_context(args: argparse.Namespace, *, device: str = "cpu", rank: int = 0
     cfg = load_config(cfg_path, args.variant, overrides=getattr(args, "set", None) or ())
     tag = args.version + (f"-{args.variant}" if args.variant else "")
     run_dir = Path(args.run_dir) if args.run_dir else EXPERIMENTS / ".runs" / args.name / tag
-    if args.variant == "smoke":
+    if args.variant == "smoke" or getattr(args, "set", None):
+        # smoke runs and runs with --set overrides (probes) are not the version's results: keep them in the run dir
         results_dir = run_dir / "results"
     elif args.variant:
         results_dir = version_dir / "results" / args.variant
