@@ -144,6 +144,7 @@ class TruncatedLearner(Stateful):
         while t < n:
             if len(self.buffer) == 0 and n - t >= self.window and _has_scan(self.model):
                 tgt = None if target_seq is None else target_seq[t : t + self.window]
+                detach_states(self.model)  # the window starts from constants, as a replay from _begin's copies would
                 y = self._update(x_seq[t : t + self.window], tgt, fn)  # from the live states, as _begin would
                 outs.append(y)
                 self.num_steps += self.window
