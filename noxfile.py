@@ -162,9 +162,10 @@ def _latest_versions() -> list[tuple[str, str]]:
 @nox.session
 @nox.parametrize("experiment, version", _experiment_versions())
 def reproduce(session: nox.Session, experiment: str, version: str) -> None:
-    """The full run of one experiment version (``nox -s "reproduce(experiment='byte_lm', version='v1')"``):
-    parts in parallel processes, each resuming from its checkpoints, then results/ and ``check``. Extra
-    arguments pass to ``python -m ttexp reproduce`` (e.g. ``-- --variant gpu``)."""
+    """Full run of one experiment version: its parts in parallel (each resumes from its checkpoints), results/, check.
+
+    ``nox -s "reproduce(experiment='byte_lm', version='v1')"``; extra arguments pass to ``python -m ttexp
+    reproduce`` (e.g. ``-- --variant gpu``)."""
     _install_experiments(session)
     session.run("python", "-m", "ttexp", "reproduce", experiment, version, *session.posargs)
 
