@@ -13,13 +13,10 @@ from __future__ import annotations
 
 import bz2
 import copy
-import hashlib
 import json
 import lzma
 import math
-import os
 import shutil
-import subprocess
 import time
 import zlib
 from pathlib import Path
@@ -32,33 +29,13 @@ import tracetorch as tt
 import tracetorch_zoo as zoo
 from tracetorch_zoo import bytelm  # noqa: F401 - registers the bytelm-* architectures
 from ttexp import Trainer, dist
+from ttexp.corpora import read_text, sword_dump
 from ttexp.results import write_json
 
 LN2 = math.log(2.0)
 
 
 # --------------------------------------------------------------------------------------------------- data
-def _sword_dump(data_cfg: dict[str, Any], cache: Path) -> Path:
-    """Dump a CrossWire SWORD module to text with ``diatheke`` (Debian: ``apt-get install diatheke
-    sword-comm-tdavid``), once; later runs reuse the file."""
-    path = cache / f"{data_cfg['module'].lower()}.txt"
-    if path.is_file():
-        return path
-    if shutil.which("diatheke") is None:
-        raise SystemExit(
-            f"byte_lm: the corpus comes from the SWORD module {data_cfg['module']!r} via diatheke, which is not "
-            f"installed. Install it with: apt-get install diatheke {data_cfg['package']}  (offline-capable "
-            "Debian packages), or run the smoke variant, which uses a shipped excerpt."
-        )
-    cache.mkdir(parents=True, exist_ok=True)
-    cmd = ["diatheke", "-b", data_cfg["module"], "-f", "plain", "-k", data_cfg["key"]]
-    out = subprocess.run(cmd, capture_output=True, check=True).stdout
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(out)
-    os.replace(tmp, path)
-    return path
-
-
 def load_corpus(ctx) -> tuple[bytes, bytes, dict[str, Any]]:
     """``(train, heldout, info)`` bytes of the configured corpus, loaded through ``datasets``."""
     import datasets
@@ -73,21 +50,14 @@ def load_corpus(ctx) -> tuple[bytes, bytes, dict[str, Any]]:
         held = "".join(ds[cfg.get("heldout_split", "validation")]["text"]).encode("utf-8")
         info = {"source": f"{cfg['dataset']}/{cfg['name']}", "heldout": cfg.get("heldout_split", "validation")}
     else:
-        if source == "sword":
-            path = _sword_dump(cfg, cache)
+        if source == "sword":  # dumped once (apt-get install diatheke sword-comm-tdavid)
+            path = cache / f"{cfg['module'].lower()}.txt"
+            sword_dump(cfg["module"], cfg["key"], cfg["package"], path, who="byte_lm")
         elif source == "file":
             path = ctx.root / cfg["path"]
         else:
             raise SystemExit(f"byte_lm: data.source must be sword, file or hub, got {source!r}")
-        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # a local file: nothing to fetch
-        ds = datasets.load_dataset("text", data_files={"corpus": str(path)}, sample_by="document", cache_dir=hf_cache)
-        text = "".join(ds["corpus"]["text"]).encode("utf-8")
-        digest = hashlib.sha256(text).hexdigest()
-        if cfg.get("sha256") and digest != cfg["sha256"]:
-            raise SystemExit(
-                f"byte_lm: corpus {path} has sha256 {digest}, the config pins {cfg['sha256']} (another package "
-                "version?). Delete the file to re-dump it, or make a new experiment version for the new data."
-            )
+        text, digest = read_text(path, cache / "hf-datasets", sha256=cfg.get("sha256", ""), who="byte_lm")
         n_held = round(len(text) * cfg["heldout_fraction"])
         train, held = text[:-n_held], text[-n_held:]
         info = {"source": str(path.relative_to(ctx.root)) if path.is_relative_to(ctx.root) else str(path)}

@@ -20,15 +20,12 @@ from __future__ import annotations
 
 import bz2
 import copy
-import hashlib
 import json
 import lzma
 import math
 import os
 import re
 import resource
-import shutil
-import subprocess
 import time
 import zlib
 from pathlib import Path
@@ -41,6 +38,7 @@ from tqdm import tqdm
 import tracetorch as tt
 import tracetorch_zoo as zoo
 from ttexp.checkpoint import Checkpointer
+from ttexp.corpora import read_text, sword_dump
 from ttexp.results import write_json
 
 LN2 = math.log(2.0)
@@ -72,50 +70,25 @@ def sword_sections(raw: str) -> bytes:
     return ("\n".join(out) + "\n").encode("utf-8")
 
 
-def _sword_dump(cfg: dict[str, Any], cache: Path) -> Path:
-    """Dump and de-duplicate a SWORD module once (``apt-get install diatheke <package>``)."""
-    path = cache / f"{cfg['module'].lower()}-sections.txt"
-    if path.is_file():
-        return path
-    if shutil.which("diatheke") is None:
-        raise SystemExit(
-            f"online_bytelm: the text comes from the SWORD module {cfg['module']!r} via diatheke, which is not "
-            f"installed. Install it with: apt-get install diatheke {cfg['package']}  (Debian packages), or run "
-            "the smoke variant, which uses a shipped excerpt."
-        )
-    cache.mkdir(parents=True, exist_ok=True)
-    raw = subprocess.run(
-        ["diatheke", "-b", cfg["module"], "-f", "plain", "-k", cfg["key"]], capture_output=True, check=True
-    ).stdout
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(sword_sections(raw.decode("utf-8")))
-    os.replace(tmp, path)
-    return path
+def _text_path(ctx, cfg: dict[str, Any], *, sections: bool) -> Path:
+    """The local file of a ``[data]``-like table: a SWORD module dumped once (de-duplicated into sections when
+    ``sections``), or a file in the repository."""
+    if cfg["source"] != "sword":
+        return ctx.root / cfg["path"]
+    cache = ctx.root / "experiments" / ".data"
+    name = cfg["module"].lower() + ("-sections" if sections else "")  # byte_lm dumps the raw tdavid.txt
+    transform = (lambda raw: sword_sections(raw.decode("utf-8"))) if sections else None
+    return sword_dump(cfg["module"], cfg["key"], cfg["package"], cache / f"{name}.txt", who="online_bytelm",
+                      transform=transform)  # fmt: skip
 
 
 def load_text(ctx) -> tuple[bytes, bytes, bytes, dict[str, Any]]:
     """``(stream, heldout, retention, info)``: the bytes streamed once, the held-out tail of the same text, and
     text the model was trained on. Loaded through ``datasets`` from local files."""
-    import datasets
-
     cfg = ctx.config["data"]
-    cache = ctx.root / "experiments" / ".data"
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # local files: nothing to fetch
-
-    def read(path: Path) -> bytes:
-        ds = datasets.load_dataset(
-            "text", data_files={"t": str(path)}, sample_by="document", cache_dir=str(cache / "hf-datasets")
-        )
-        return "".join(ds["t"]["text"]).encode("utf-8")
-
-    path = _sword_dump(cfg, cache) if cfg["source"] == "sword" else ctx.root / cfg["path"]
-    text = read(path)
-    digest = hashlib.sha256(text).hexdigest()
-    if cfg.get("sha256") and digest != cfg["sha256"]:
-        raise SystemExit(
-            f"online_bytelm: {path} has sha256 {digest}, the config pins {cfg['sha256']} (another package version?). "
-            "Delete the file to re-dump it, or make a new experiment version for the new data."
-        )
+    hf_cache = ctx.root / "experiments" / ".data" / "hf-datasets"
+    path = _text_path(ctx, cfg, sections=True)
+    text, digest = read_text(path, hf_cache, sha256=cfg.get("sha256", ""), who="online_bytelm")
     n_held = round(len(text) * cfg["heldout_fraction"])
     sc = ctx.config["stream"]
     if sc["bytes"] + 1 > len(text) - n_held:
@@ -123,7 +96,7 @@ def load_text(ctx) -> tuple[bytes, bytes, bytes, dict[str, Any]]:
             f"online_bytelm: stream.bytes {sc['bytes']:,} > the {len(text) - n_held - 1:,} bytes available"
         )
     stream, held = text[: sc["bytes"] + 1], text[-n_held:]
-    retention = read(ctx.root / cfg["retention_path"])[: cfg["retention_bytes"]]
+    retention = read_text(ctx.root / cfg["retention_path"], hf_cache, who="online_bytelm")[0][: cfg["retention_bytes"]]
     info = {
         "source": str(path.relative_to(ctx.root)) if path.is_relative_to(ctx.root) else str(path),
         "sha256": digest,
@@ -355,30 +328,9 @@ def dynamic_eval_part(ctx) -> dict[str, Any]:
 
 def load_byte_lm_heldout(ctx, cfg: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
     """byte_lm v1's held-out split: the last ``heldout_fraction`` of the raw ``diatheke`` dump (sha256 pinned)."""
-    import datasets
-
-    cache = ctx.root / "experiments" / ".data"
-    if cfg["source"] == "sword":
-        path = cache / f"{cfg['module'].lower()}.txt"  # the file byte_lm dumps (same name, same command)
-        if not path.is_file():
-            if shutil.which("diatheke") is None:
-                raise SystemExit(f"online_bytelm: apt-get install diatheke {cfg['package']} (or run the smoke variant)")
-            cache.mkdir(parents=True, exist_ok=True)
-            raw = subprocess.run(
-                ["diatheke", "-b", cfg["module"], "-f", "plain", "-k", cfg["key"]], capture_output=True, check=True
-            ).stdout
-            tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(raw)
-            os.replace(tmp, path)
-    else:
-        path = ctx.root / cfg["path"]
-    ds = datasets.load_dataset(
-        "text", data_files={"t": str(path)}, sample_by="document", cache_dir=str(cache / "hf-datasets")
-    )
-    text = "".join(ds["t"]["text"]).encode("utf-8")
-    digest = hashlib.sha256(text).hexdigest()
-    if cfg.get("sha256") and digest != cfg["sha256"]:
-        raise SystemExit(f"online_bytelm: {path} has sha256 {digest}, the config pins {cfg['sha256']}")
+    path = _text_path(ctx, cfg, sections=False)
+    hf_cache = ctx.root / "experiments" / ".data" / "hf-datasets"
+    text, digest = read_text(path, hf_cache, sha256=cfg.get("sha256", ""), who="online_bytelm")
     held = text[-round(len(text) * cfg["heldout_fraction"]) :]
     return held, {"source": cfg.get("describe", str(path)), "sha256": digest, "heldout_bytes": len(held)}
 
