@@ -30,7 +30,7 @@ import tracetorch_zoo as zoo
 from tracetorch_zoo import bytelm  # noqa: F401 - registers the bytelm-* architectures
 from ttexp import Trainer, dist
 from ttexp.corpora import read_text, sword_dump
-from ttexp.results import write_json
+from ttexp.results import table_header, write_json
 
 LN2 = math.log(2.0)
 
@@ -287,11 +287,7 @@ def table(results: dict[str, Any]) -> str:
     d = results["data"]
     prov = results["provenance"]
     lines = [
-        f"# byte_lm {results['version']}" + (f" ({results['variant']})" if results["variant"] else ""),
-        "",
-        "Generated from `results.json` by `python -m ttexp table byte_lm "
-        f"{results['version']}`; do not edit. Command: `{results['command']}`.",
-        "",
+        *table_header(results, "byte_lm"),
         f"Data: {d['source']} ({d['license'] or 'license: see config'}); train {d['train_bytes']:,} bytes, "
         f"held-out {d['heldout_bytes']:,} bytes ({d['heldout']}).",
         "",

@@ -34,7 +34,7 @@ from tracetorch import snn
 from tracetorch.functional import SpikeFunction
 from ttexp import Trainer
 from ttexp import digit_images as mnist_data
-from ttexp.results import write_json
+from ttexp.results import table_header, write_json
 
 
 # ------------------------------------------------------------------------------------------------- models
@@ -232,11 +232,7 @@ def table(results: dict[str, Any]) -> str:
     cfg, d, prov = results["config"], results["data"], results["provenance"]
     tc = cfg["train"]
     lines = [
-        f"# mnist_rate {results['version']}" + (f" ({results['variant']})" if results["variant"] else ""),
-        "",
-        "Generated from `results.json` by `python -m ttexp table mnist_rate "
-        f"{results['version']}`; do not edit. Command: `{results['command']}`.",
-        "",
+        *table_header(results, "mnist_rate"),
         f"**Data source: `{d['source']}`** - {d['name']}; {d['train_images']:,} train / {d['test_images']:,} test "
         f"images of shape {d['image_shape']} ({d['split']}). Numbers on one source say nothing about another.",
         "",

@@ -31,7 +31,7 @@ import tracetorch as tt
 from tracetorch import rnn, snn, ssm
 from ttexp import Trainer
 from ttexp import digit_images as mnist_data
-from ttexp.results import write_json
+from ttexp.results import table_header, write_json
 
 
 # --------------------------------------------------------------------------------------------------- task
@@ -219,11 +219,7 @@ def table(results: dict[str, Any]) -> str:
     tc, task = cfg["train"], cfg["task"]
     order = f"fixed random pixel permutation (seed {task['permutation_seed']})" if task["permute"] else "raster order"
     lines = [
-        f"# mnist_sequential {results['version']}" + (f" ({results['variant']})" if results["variant"] else ""),
-        "",
-        "Generated from `results.json` by `python -m ttexp table mnist_sequential "
-        f"{results['version']}`; do not edit. Command: `{results['command']}`.",
-        "",
+        *table_header(results, "mnist_sequential"),
         f"**Data source: `{d['source']}`** - {d['name']}; {d['train_images']:,} train / {d['test_images']:,} test "
         f"images of shape {d['image_shape']} ({d['split']}). Numbers on one source say nothing about another.",
         "",

@@ -39,7 +39,7 @@ import tracetorch as tt
 import tracetorch_zoo as zoo
 from ttexp.checkpoint import Checkpointer
 from ttexp.corpora import read_text, sword_dump
-from ttexp.results import write_json
+from ttexp.results import table_header, write_json
 
 LN2 = math.log(2.0)
 
@@ -341,11 +341,7 @@ def table(results: dict[str, Any]) -> str:
     lc = results["config"]["learner"]
     b, a = r["before"], r["after"]
     lines = [
-        f"# online_bytelm {results['version']}" + (f" ({results['variant']})" if results["variant"] else ""),
-        "",
-        "Generated from `results.json` by `python -m ttexp table online_bytelm "
-        f"{results['version']}`; do not edit. Command: `{results['command']}`.",
-        "",
+        *table_header(results, "online_bytelm"),
         f"`{r['model']}` ({r['num_parameters']:,} parameters, trained on the Treasury of David) reads "
         f"{r['steps']:,} bytes of new text ({d['source']}, sha256 `{d['sha256'][:12]}`; {d['license']}) once, "
         f"one byte per step, learning online with `tt.online.TruncatedLearner` (window {lc['window']} bytes, "

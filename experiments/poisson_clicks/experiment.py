@@ -43,6 +43,7 @@ from torch import nn
 
 import tracetorch as tt
 from tracetorch import snn
+from ttexp.results import table_header
 
 METHODS = ("bptt", "online", "trace", "reflect")
 
@@ -300,11 +301,7 @@ def table(results: dict[str, Any]) -> str:
     prov = results["provenance"]
     lengths = [str(T) for T in cfg["train"]["lengths"]]
     lines = [
-        f"# poisson_clicks {results['version']}" + (f" ({results['variant']})" if results["variant"] else ""),
-        "",
-        "Generated from `results.json` by `python -m ttexp table poisson_clicks "
-        f"{results['version']}`; do not edit. Command: `{results['command']}`.",
-        "",
+        *table_header(results, "poisson_clicks"),
         f"Test accuracy (mean +- sd over seeds {cfg['seeds']}, {cfg['eval']['episodes']} test episodes per length; "
         f"{cfg['task']['clicks']} clicks expected per episode):",
         "",

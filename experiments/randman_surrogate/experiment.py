@@ -51,6 +51,7 @@ from torch import Tensor, nn
 import tracetorch as tt
 from tracetorch import snn
 from tracetorch.functional.spike import SpikeFunction
+from ttexp.results import table_header
 
 SHAPES = ("fast_sigmoid", "sigmoid", "triangle")
 SHAPE_LABELS = {
@@ -344,11 +345,7 @@ def table(results: dict[str, Any]) -> str:
     acc = results["accuracy"]
     summ = results["summary"]
     lines = [
-        f"# randman_surrogate {results['version']}" + (f" ({results['variant']})" if results["variant"] else ""),
-        "",
-        "Generated from `results.json` by `python -m ttexp table randman_surrogate "
-        f"{results['version']}`; do not edit. Command: `{results['command']}`.",
-        "",
+        *table_header(results, "randman_surrogate"),
         "Zenke & Vogels (2021), Neural Computation 33(4), abstract (VERIFIED): learning is robust to the **shape** "
         "of the surrogate derivative, but its **scale** can substantially affect performance. The paper gives "
         "Fig. 3 as curves, not a table: its numbers are UNVERIFIED here and are not printed; ours are.",

@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 import tracetorch as tt
 from ttexp import Trainer
-from ttexp.results import write_json
+from ttexp.results import table_header, write_json
 
 # Table 1 of Gu & Dao (arXiv:2312.00752v2, §4.1.1): accuracy (%) by architecture and inner layer, VERIFIED in
 # ../../shared/PAPERS.md §1 (three independent copies of the paper agree). Keys: (architecture, layer).
@@ -374,11 +374,7 @@ def table(results: dict[str, Any]) -> str:
     t, prov, tc = results["task"], results["provenance"], results["config"]["train"]
     seeds = results["config"]["seeds"]
     lines = [
-        f"# selective_copying {results['version']}" + (f" ({results['variant']})" if results["variant"] else ""),
-        "",
-        "Generated from `results.json` by `python -m ttexp table selective_copying "
-        f"{results['version']}`; do not edit. Command: `{results['command']}`.",
-        "",
+        *table_header(results, "selective_copying"),
         f"Selective Copying, **scaled down**: sequence length {t['sequence_length']} ({t['noise']} noise + "
         f"{t['memorize']} data + {t['memorize']} markers), vocab {t['vocab']} ({t['data_tokens']} data tokens; "
         f"chance {t['chance_accuracy']:.1f} %), {t['memorize']} tokens to memorise; {tc['steps']:,} steps x batch "

@@ -49,7 +49,7 @@ from torch import Tensor, nn
 import tracetorch as tt
 from tracetorch import rnn, snn, ssm
 from ttexp import Trainer
-from ttexp.results import write_json
+from ttexp.results import table_header, write_json
 
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 HERE = Path(__file__).resolve().parent
@@ -575,11 +575,7 @@ def table(results: dict[str, Any]) -> str:
     cfg, d, prov = results["config"], results["data"], results["provenance"]
     dc = cfg["data"]
     lines = [
-        f"# spoken_digits {results['version']}" + (f" ({results['variant']})" if results["variant"] else ""),
-        "",
-        "Generated from `results.json` by `python -m ttexp table spoken_digits "
-        f"{results['version']}`; do not edit. Command: `{results['command']}`.",
-        "",
+        *table_header(results, "spoken_digits"),
         f"Data: spoken digits synthesised by {d['espeak_ng'].split('Data at')[0].strip()} "
         + ("" if dc["source"] == "espeak" else f"(the shipped set `{dc['path']}`) ")
         + f"({d['utterances']} utterances, {dc['rate']} Hz, {d['frames']} frames x {d['n_mels']} log-mel bins per "

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["check_expected", "flatten", "read_results", "write_json"]
+__all__ = ["check_expected", "flatten", "read_results", "table_header", "write_json"]
 
 
 def write_json(path: str | Path, data: Any) -> Path:
@@ -64,3 +64,16 @@ def check_expected(results: dict[str, Any], expected: dict[str, Any]) -> list[di
             want.append(f">= {rule['min']}")
         rows.append({"metric": path, "got": x, "want": ", ".join(want), "ok": ok, "source": rule.get("source", "")})
     return rows
+
+
+def table_header(results: dict[str, Any], name: str) -> list[str]:
+    """The first lines of every generated ``results.md``: title (with the variant), where it comes from, the
+    command that reproduces it."""
+    variant = f" ({results['variant']})" if results.get("variant") else ""
+    return [
+        f"# {name} {results['version']}{variant}",
+        "",
+        f"Generated from `results.json` by `python -m ttexp table {name} {results['version']}`; do not edit. "
+        f"Command: `{results['command']}`.",
+        "",
+    ]
