@@ -27,6 +27,7 @@ from torch import Tensor
 
 from ..functional.spike import SpikeFunction, fire, surrogate_grad
 from ..functional.spiking import NeuronSpec
+from ..ops import native
 from ..ops.workspace import give_back_when_dead, take
 
 __all__ = ["fused_firing_sequence", "stream_step"]
@@ -56,6 +57,39 @@ def _fire_neg(m: Tensor, neg_thr_e: Tensor, cfg: _Cfg) -> Tensor:
         out = torch.empty_like(m)
         return torch.le(m, neg_thr_e, out=out)
     return fire(neg_thr_e - m, cfg.mode, cfg.slope)
+
+
+def _native_ok(cfg: _Cfg, u: Tensor) -> bool:
+    """Whether the native kernels cover this call (binary, single-branch, non-recurrent, Heaviside, float32/64
+    on the CPU) and are loaded (:mod:`tracetorch.ops.native`)."""
+    spec = cfg.spec
+    if spec.dual or spec.recurrent or spec.ternary or cfg.mode != "heaviside":
+        return False
+    if u.device.type != "cpu" or u.dtype not in (torch.float32, torch.float64):
+        return False
+    return native.native_available()
+
+
+class _NativePlan(NamedTuple):
+    """Parameters flattened for the native kernels (:func:`tracetorch.ops.native.param_layout`)."""
+
+    layout: tuple[int, int, int]
+    index: tuple[slice, ...]
+    beta: Tensor
+    thr_e: Tensor
+    neg_thr: Tensor
+
+
+def _native_plan(step_shape: tuple[int, ...], beta: Tensor, thr: Tensor, bias: Tensor) -> _NativePlan:
+    *layout, index = native.param_layout(step_shape, [beta, thr, bias])
+    fb, ft, fbias = (native.flat_param(t, step_shape, index) for t in (beta, thr, bias))
+    return _NativePlan(tuple(layout), index, fb, ft - fbias, -ft)
+
+
+def _from_flat(acc: Tensor, plan: _NativePlan, step_shape: tuple[int, ...], like: Tensor) -> Tensor:
+    """A P-long gradient accumulator back in the shape of the parameter ``like``."""
+    block = [step_shape[d] if s == slice(None) else 1 for d, s in enumerate(plan.index)]
+    return acc.reshape(block).sum_to_size(like.shape)
 
 
 _sigmoid_backward = torch.ops.aten.sigmoid_backward.default  # resolved once: torch.ops lookups are slow
@@ -139,10 +173,13 @@ class _FiringCore(torch.autograd.Function):
     def forward(
         ctx, cfg: _Cfg, u, dn, mem0, nm0, rec0, nr0, beta, nbeta, gamma, ngamma, thr, nthr, bias, kp, kn, w, nw
     ):
+        need = cfg.grad and any(ctx.needs_input_grad[1:])
+        if _native_ok(cfg, u):
+            return _native_forward(ctx, cfg, need, u, mem0, beta, thr, bias)
+        ctx.plan = None
         c = _Consts(cfg, beta, nbeta, gamma, ngamma, thr, nthr, bias, kp, kn, w, nw)
         dual, rec_on, dual_rec = c.dual, c.rec_on, c.dual_rec
         T = u.shape[0]
-        need = cfg.grad and any(ctx.needs_input_grad[1:])
 
         def saved(on: bool) -> Tensor | None:
             return take(u) if on and need else None
@@ -182,6 +219,8 @@ class _FiringCore(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, gY, *g_finals):
+        if ctx.plan is not None:
+            return _native_backward(ctx, gY, g_finals[0])
         cfg: _Cfg = ctx.cfg
         (Y, M, NM, REC, NREC, SP, SN, mem0, nm0, rec0, nr0, beta, nbeta, gamma, ngamma, thr, nthr, bias, kp,
          kn, w, nw) = ctx.saved_tensors  # fmt: skip
@@ -408,6 +447,53 @@ class _FiringCore(torch.autograd.Function):
         )
 
 
+def _native_forward(ctx, cfg: _Cfg, need: bool, u: Tensor, mem0: Tensor, beta, thr, bias) -> tuple:
+    """``_FiringCore.forward`` through the native kernel (one pass; saves the outputs and pre-reset membranes)."""
+    u = u.contiguous()
+    mem0 = mem0.contiguous()
+    step_shape = tuple(u.shape[1:])
+    plan = _native_plan(step_shape, beta, thr, bias)
+    Y = native.empty_like_huge(u)
+    M = take(u) if need else None
+    memT = torch.empty_like(mem0)
+    native.lif_forward(u.shape[0], plan.layout, u, mem0, plan.beta, plan.thr_e, plan.neg_thr, Y, M, memT)
+    ctx.cfg, ctx.plan = cfg, plan
+    ctx.save_for_backward(Y, M, mem0, beta, thr, bias)
+    give_back_when_dead(ctx, (M,))
+    return Y, memT
+
+
+def _native_backward(ctx, gY: Tensor | None, g_memT: Tensor | None) -> tuple:
+    cfg: _Cfg = ctx.cfg
+    plan: _NativePlan = ctx.plan
+    Y, M, mem0, beta, thr, bias = ctx.saved_tensors
+    needs = ctx.needs_input_grad
+    n_u, n_mem0, n_beta, n_thr, n_bias = needs[1], needs[3], needs[7], needs[11], needs[13]
+    step_shape = tuple(M.shape[1:])
+    P = plan.layout[1]
+
+    def acc(on: bool) -> Tensor | None:
+        return torch.zeros(P, dtype=M.dtype) if on else None
+
+    acc_beta, acc_v, acc_r = acc(n_beta), acc(n_thr or n_bias), acc(n_thr)
+    gY = torch.zeros_like(Y) if gY is None else gY.contiguous()
+    g_memT = None if g_memT is None else g_memT.contiguous()
+    gU = native.empty_like_huge(M) if n_u else None
+    g_mem0 = torch.empty(step_shape, dtype=M.dtype)
+    native.lif_backward(
+        plan.layout, gY, Y, M, mem0, plan.beta, plan.thr_e, plan.neg_thr, cfg.slope, cfg.surrogate,
+        cfg.detach_reset, g_memT, gU, g_mem0, acc_beta, acc_v, acc_r,
+    )  # fmt: skip
+    g_thr = _from_flat(acc_v + acc_r, plan, step_shape, thr).neg_() if n_thr else None
+    g_bias = _from_flat(acc_v, plan, step_shape, bias) if n_bias else None
+    g_beta = _from_flat(acc_beta, plan, step_shape, beta) if n_beta else None
+    grads = [None] * 18
+    grads[1] = gU if n_u else None
+    grads[3] = g_mem0.sum_to_size(mem0.shape) if n_mem0 else None
+    grads[7], grads[11], grads[13] = g_beta, g_thr, g_bias
+    return tuple(grads)
+
+
 def fused_firing_sequence(
     spec: NeuronSpec,
     u: Tensor,
@@ -510,6 +596,11 @@ def stream_step(layer: Any, x: Tensor) -> Tensor | None:
         # leaves one allocation per step (the spikes), which matters: a fresh [32, 1024] float32 tensor is exactly
         # glibc's mmap threshold and can page-fault on every step.
         buf = old if not old.requires_grad and old.is_contiguous() and old.dtype == u.dtype else None
+        plan = d["_stream_cache"][3]
+        if plan is not None and buf is not None and u.is_contiguous():
+            y = torch.empty_like(u)
+            native.lif_forward(1, plan.layout, u, buf, plan.beta, plan.thr_e, plan.neg_thr, y, None, buf)
+            return y
         mem, nm, rec, nr, sp, sn = _step(
             c, u, None, old, None, states.get("rec"), None, None, buf, None, buf, None, None, None
         )
@@ -538,7 +629,7 @@ def _cached_consts(layer: Any, d: dict, x: Tensor) -> tuple[_Consts | None, dict
     spike_fn = d.get("_spike")
     # version counters catch in-place updates (optimiser steps, load_state_dict); data pointers catch a new
     # storage behind the same Parameter (``.data =``, ``.to()``)
-    key = (x.ndim, x.dtype, x.device, id(spike_fn), len(d["_folded"]), *[(r._version, r.data_ptr()) for r in raws])
+    key = (x.shape, x.dtype, x.device, id(spike_fn), len(d["_folded"]), *[(r._version, r.data_ptr()) for r in raws])
     cache = d.get("_stream_cache")
     if cache is not None and cache[0] == key:
         return cache[1], cache[2]
@@ -548,6 +639,7 @@ def _cached_consts(layer: Any, d: dict, x: Tensor) -> tuple[_Consts | None, dict
     ):
         return None, None
     p = dict(layer.params(x.ndim))
+    plan = None
     for name in ("alpha", "pos_alpha", "neg_alpha", "beta", "pos_beta", "neg_beta"):
         if name in p:
             p[f"om_{name}"] = 1 - p[name]
@@ -562,5 +654,7 @@ def _cached_consts(layer: Any, d: dict, x: Tensor) -> tuple[_Consts | None, dict
             gamma, ngamma, w, nw = g("gamma"), None, g("rec_weight"), None
         thr, nthr = (p["threshold"], None) if spec.family == "B" else (p["pos_threshold"], p["neg_threshold"])
         c = _Consts(cfg, beta, nbeta, gamma, ngamma, thr, nthr, p["bias"], g("pos_scale"), g("neg_scale"), w, nw)
-    d["_stream_cache"] = (key, c, p)
+        if _native_ok(cfg, x):
+            plan = _native_plan(tuple(x.shape), beta, thr, p["bias"])
+    d["_stream_cache"] = (key, c, p, plan)
     return c, p

@@ -1,0 +1,181 @@
+"""The native CPU kernels (``tracetorch.ops.native``) against the torch kernels and the reference step loop.
+
+Outputs and final states must be bit-identical (both round the membrane update as torch's addcmul does);
+gradients agree to rounding. Every comparison first checks that the native kernel really ran.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import shutil
+
+import pytest
+import torch
+from conftest import assert_same_run, run
+
+import tracetorch as tt
+from tracetorch.ops import native
+
+pytestmark = pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None, reason="no C compiler")
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Counts native kernel calls (forward, backward)."""
+    n = {"fwd": 0, "bwd": 0}
+    fwd, bwd = native.lif_forward, native.lif_backward
+
+    def count_fwd(*a, **k):
+        n["fwd"] += 1
+        return fwd(*a, **k)
+
+    def count_bwd(*a, **k):
+        n["bwd"] += 1
+        return bwd(*a, **k)
+
+    monkeypatch.setattr(native, "lif_forward", count_fwd)
+    monkeypatch.setattr(native, "lif_backward", count_bwd)
+    return n
+
+
+def without_native(fn, *args):
+    """Run ``fn`` with the native kernels switched off (the torch kernels run instead)."""
+    native._reset_for_tests("switched off by a test")
+    try:
+        return fn(*args)
+    finally:
+        native._reset_for_tests(None)
+
+
+def test_native_kernels_load_here():
+    assert native.native_status() == "loaded"
+    assert native.native_available()
+
+
+def make(name, n, dim, gen, dtype, rank, surrogate, detach_reset):
+    kwargs = {}
+    for p, v in {"beta": torch.rand(n, generator=gen) * 0.8 + 0.1, "threshold": torch.rand(n, generator=gen) + 0.5,
+                 "bias": torch.randn(n, generator=gen) * 0.3}.items():  # fmt: skip
+        kwargs[p] = v if rank == 1 else float(v[0])
+        kwargs[f"{p}_rank"] = rank
+        kwargs[f"learn_{p}"] = True
+    if name == "SLIB":
+        kwargs["alpha"] = 0.6
+    layer = getattr(tt.snn, name)(n, dim=dim, spike_fn=surrogate, detach_reset=detach_reset, **kwargs)
+    return layer.to(dtype)
+
+
+LAYOUTS = {"dense": (-1, (3, 7)), "conv": (-3, (2, 7, 3, 2)), "positive_dim": (1, (2, 7, 5)), "unbatched": (-1, (7,))}
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_scan_equals_reference_and_torch_kernels(dtype, layout, calls):
+    rng = random.Random(f"{dtype}{layout}")
+    dim, step_shape = LAYOUTS[layout]
+    for trial in range(8):
+        gen = torch.Generator().manual_seed(rng.randrange(10**6))
+        name = rng.choice(["LIB", "SLIB"])
+        surrogate = ["sigmoid", "atan", "fast_sigmoid", "triangle"][trial % 4]
+        layer = make(name, 7, dim, gen, dtype, rng.choice([0, 1]), surrogate, rng.random() < 0.3)
+        x = torch.randn(11, *step_shape, generator=gen, dtype=dtype) * 1.5
+        initial = None
+        if trial % 2:
+            initial = {s: torch.randn(step_shape, generator=gen, dtype=dtype) * 0.5 for s in layer.state_names}
+        before = dict(calls)
+        a = run(layer, x, initial, "scan")
+        assert calls["fwd"] == before["fwd"] + 1 and calls["bwd"] == before["bwd"] + 1
+        b = without_native(run, layer, x, initial, "scan")  # the torch fused kernel
+        c = run(layer, x, initial, "steps")  # the reference step loop
+        tol = {"rtol": 1e-9, "atol": 1e-12} if dtype == torch.float64 else {"rtol": 2e-5, "atol": 2e-6}
+        assert_same_run(a, b, **tol)
+        assert_same_run(a, c, **tol)
+        assert (a[0] != 0).any() and (a[0] == 0).any()  # spikes happened, and not everywhere
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_streaming_step_is_bit_identical(dtype, calls):
+    gen = torch.Generator().manual_seed(3)
+    for layout, (dim, step_shape) in LAYOUTS.items():
+        layer = make("LIB", 7, dim, gen, dtype, 1, "atan", False)
+        x = torch.randn(40, *step_shape, generator=gen, dtype=dtype) * 1.5
+        ref = copy.deepcopy(layer)
+        before = calls["fwd"]
+        with torch.no_grad():
+            ys = torch.stack([layer(xt) for xt in x])
+            assert calls["fwd"] == before + 40, layout
+            ys_ref = without_native(lambda m, xs: torch.stack([m(xt) for xt in xs]), ref, x)
+        assert torch.equal(ys, ys_ref), layout
+        assert torch.equal(layer.mem, ref.mem), layout
+        assert (ys != 0).any()
+
+
+def test_float32_large_run_matches_the_torch_kernel_bit_for_bit(calls):
+    """Many elements and steps: the forward repeats torch's rounding exactly, so no spike flips anywhere."""
+    gen = torch.Generator().manual_seed(5)
+    layer = tt.snn.LIB(1024, beta=torch.rand(1024, generator=gen) * 0.5 + 0.45, threshold=1.0, learn_beta=True,
+                       learn_threshold=True)  # fmt: skip
+    x = torch.randn(60, 16, 1024, generator=gen) * 0.8
+    a = run(layer, x, None, "scan")
+    b = without_native(run, layer, x, None, "scan")
+    assert calls["fwd"] == 1
+    assert_same_run(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_parameter_changes_reach_the_streaming_kernel():
+    layer = tt.snn.LIB(4, beta=0.5, threshold=1.0, learn_beta=True)
+    x = torch.full((2, 4), 0.6)
+    with torch.no_grad():
+        layer(x)
+        layer.zero_states()
+        layer.raw_beta.fill_(10.0) if hasattr(layer, "raw_beta") else next(layer.parameters()).fill_(10.0)
+        layer(x)
+        y = layer(x)  # beta ~ 1 now: 0.6 + 0.6 crosses the threshold
+    assert torch.equal(y, torch.ones(2, 4))
+
+
+def test_layout_of_parameters():
+    assert native.param_layout((3, 7), [torch.ones(7), torch.ones(())])[:3] == (3, 7, 1)
+    assert native.param_layout((2, 7, 3, 2), [torch.ones(7, 1, 1)])[:3] == (2, 7, 6)
+    assert native.param_layout((2, 7, 5), [torch.ones(()), torch.ones(())])[:3] == (1, 1, 70)
+    # parameters varying along different dimensions: P spans both
+    assert native.param_layout((2, 3, 4, 5), [torch.ones(3, 1, 1), torch.ones(5)])[:3] == (2, 60, 1)
+
+
+def test_fallback_when_the_library_cannot_be_built(monkeypatch, tmp_path):
+    monkeypatch.setenv("TRACETORCH_CACHE", str(tmp_path))
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    native._reset_for_tests(None)
+    try:
+        assert not native.native_available()
+        assert "no-such-compiler" in native.native_status()
+        layer = tt.snn.LIB(3)
+        y = tt.scan(layer, torch.randn(5, 2, 3) * 2)  # the torch kernels still run
+        assert y.shape == (5, 2, 3)
+    finally:
+        native._reset_for_tests(None)
+
+
+def test_switch_off_by_environment(monkeypatch):
+    monkeypatch.setenv("TRACETORCH_NATIVE", "0")
+    native._reset_for_tests(None)
+    try:
+        assert native.native_status() == "disabled by TRACETORCH_NATIVE=0"
+    finally:
+        native._reset_for_tests(None)
+
+
+def test_cached_library_is_reused(monkeypatch, tmp_path):
+    monkeypatch.setenv("TRACETORCH_CACHE", str(tmp_path))
+    native._reset_for_tests(None)
+    try:
+        assert native.native_available()
+        built = list((tmp_path / "native").glob("*.so"))
+        assert len(built) == 1
+        stamp = built[0].stat().st_mtime_ns
+        native._reset_for_tests(None)
+        assert native.native_available()
+        assert [p.stat().st_mtime_ns for p in (tmp_path / "native").glob("*.so")] == [stamp]
+    finally:
+        native._reset_for_tests(None)
