@@ -22,9 +22,9 @@ pytestmark = pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc
 
 @pytest.fixture
 def calls(monkeypatch):
-    """Counts native kernel calls (forward, backward)."""
-    n = {"fwd": 0, "bwd": 0}
-    fwd, bwd = native.lif_forward, native.lif_backward
+    """Counts native kernel calls (sequence forward and backward, streaming step)."""
+    n = {"fwd": 0, "bwd": 0, "step": 0}
+    fwd, bwd, step = native.lif_forward, native.lif_backward, native.lif_step
 
     def count_fwd(*a, **k):
         n["fwd"] += 1
@@ -34,6 +34,11 @@ def calls(monkeypatch):
         n["bwd"] += 1
         return bwd(*a, **k)
 
+    def count_step(*a, **k):
+        n["step"] += 1
+        return step(*a, **k)
+
+    monkeypatch.setattr(native, "lif_step", count_step)
     monkeypatch.setattr(native, "lif_forward", count_fwd)
     monkeypatch.setattr(native, "lif_backward", count_bwd)
     return n
@@ -101,10 +106,15 @@ def test_streaming_step_is_bit_identical(dtype, calls):
         layer = make("LIB", 7, dim, gen, dtype, 1, "atan", False)
         x = torch.randn(40, *step_shape, generator=gen, dtype=dtype) * 1.5
         ref = copy.deepcopy(layer)
-        before = calls["fwd"]
+        before = calls["step"]
         with torch.no_grad():
-            ys = torch.stack([layer(xt) for xt in x])
-            assert calls["fwd"] == before + 40, layout
+            ys = [layer(x[0])]  # the first step goes the general way and prepares the fast one
+            assert calls["step"] == before + 1, layout
+            plan = layer._stream_fast[0]
+            n_fast = []
+            plan.fn = lambda *a, kernel=plan.fn, n=n_fast: (n.append(1), kernel(*a))
+            ys = torch.stack(ys + [layer(xt) for xt in x[1:]])
+            assert len(n_fast) == 39, layout
             ys_ref = without_native(lambda m, xs: torch.stack([m(xt) for xt in xs]), ref, x)
         assert torch.equal(ys, ys_ref), layout
         assert torch.equal(layer.mem, ref.mem), layout
@@ -179,3 +189,54 @@ def test_cached_library_is_reused(monkeypatch, tmp_path):
         assert [p.stat().st_mtime_ns for p in (tmp_path / "native").glob("*.so")] == [stamp]
     finally:
         native._reset_for_tests(None)
+
+
+def test_fast_streaming_path_follows_every_change_of_the_stream():
+    """Parameter updates (in place, replaced, new dtype), state resets, batch-size changes, strided inputs and
+    a new spike function: after each, the streamed outputs still equal the reference step's."""
+    gen = torch.Generator().manual_seed(11)
+    layer = tt.snn.LIB(6, beta=torch.rand(6, generator=gen) * 0.5 + 0.4, threshold=0.8, learn_beta=True)
+    ref = copy.deepcopy(layer)
+
+    def both(x):
+        with torch.no_grad():
+            y = layer(x)
+        y_ref = ref(x)  # autograd on: the reference step
+        ref.detach_states()
+        assert torch.equal(y, y_ref.detach())
+        assert torch.equal(layer.mem, ref.mem.detach())
+        return y
+
+    def stream(n, batch=3, dtype=torch.float32):
+        for _ in range(n):
+            both(torch.randn(batch, 6, generator=gen).to(dtype) * 1.2)
+
+    stream(5)
+    assert layer._stream_fast is not None
+    with torch.no_grad():
+        for m in (layer, ref):
+            m.raw_beta.add_(0.3)  # an optimiser step
+    stream(3)
+    for m in (layer, ref):
+        m.raw_beta = torch.nn.Parameter(torch.full((6,), 2.0))  # a new parameter object
+    stream(3)
+    layer.load_state_dict(ref.state_dict())
+    stream(2)
+    for m in (layer, ref):
+        m.zero_states()
+    stream(2)
+    for m in (layer, ref):
+        m.zero_states()
+    stream(2, batch=5)  # a new stream with another batch size
+    both(torch.randn(6, 5, generator=gen).t() * 1.2)  # a non-contiguous step
+    both(torch.randn(5, 6, generator=gen, dtype=torch.float64))  # another dtype: promoted as the reference does
+    for m in (layer, ref):
+        m.zero_states()
+    stream(2, batch=5)
+    assert layer._stream_fast is not None
+    for m in (layer, ref):
+        m.spike_fn = tt.functional.SpikeFunction("smooth")  # another forward: the native kernel must step aside
+    stream(2, batch=5)
+    layer.double()
+    ref.double()
+    stream(3, batch=5, dtype=torch.float64)

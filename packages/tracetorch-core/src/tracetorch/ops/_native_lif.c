@@ -243,6 +243,43 @@ static inline double tt_exp(double x) { return exp(x); }
         }                                                                                                       \
     }
 
+/* One streaming step in place: mem <- reset(u + beta * mem), y <- spikes. plan = {O, P, J, beta, thr_e, neg_thr}
+ * (the last three are addresses), prepared once per stream, so that a call passes four arguments. */
+#define DEFINE_STEP(real, sfx, MADD)                                                                            \
+    void tt_lif_step_##sfx(const int64_t *plan, const real *u, real *mem, real *y) {                          \
+        const int64_t O = plan[0], P = plan[1], J = plan[2];                                                    \
+        const real *beta = (const real *)(intptr_t)plan[3], *thr_e = (const real *)(intptr_t)plan[4];           \
+        const real *neg_thr = (const real *)(intptr_t)plan[5];                                                  \
+        if (J == 1) {                                                                                           \
+            for (int64_t o = 0; o < O; ++o) {                                                                   \
+                const real *uo = u + o * P;                                                                     \
+                real *mo = mem + o * P, *yo = y + o * P;                                                        \
+                for (int64_t p = 0; p < P; ++p) {                                                               \
+                    real m = MADD(beta[p], mo[p], uo[p]);                                                       \
+                    real s = m >= thr_e[p] ? (real)1 : (real)0;                                                 \
+                    yo[p] = s;                                                                                  \
+                    mo[p] = m + s * neg_thr[p];                                                                 \
+                }                                                                                               \
+            }                                                                                                   \
+        } else {                                                                                                \
+            for (int64_t op = 0; op < O * P; ++op) {                                                            \
+                const int64_t p = op % P;                                                                       \
+                const real b = beta[p], te = thr_e[p], nt = neg_thr[p];                                         \
+                const real *uo = u + op * J;                                                                    \
+                real *mo = mem + op * J, *yo = y + op * J;                                                      \
+                for (int64_t j = 0; j < J; ++j) {                                                               \
+                    real m = MADD(b, mo[j], uo[j]);                                                             \
+                    real s = m >= te ? (real)1 : (real)0;                                                       \
+                    yo[j] = s;                                                                                  \
+                    mo[j] = m + s * nt;                                                                         \
+                }                                                                                               \
+            }                                                                                                   \
+        }                                                                                                       \
+    }
+
+DEFINE_STEP(float, f32, TT_MADDF)
+DEFINE_STEP(double, f64, TT_MADD)
+
 DEFINE_KERNELS(float, f32, tt_expf, TT_MADDF)
 DEFINE_KERNELS(double, f64, tt_exp, TT_MADD)
 

@@ -33,6 +33,7 @@ __all__ = [
     "flat_param",
     "lif_backward",
     "lif_forward",
+    "lif_step",
     "native_available",
     "native_status",
     "param_layout",
@@ -107,6 +108,10 @@ def _build() -> ctypes.CDLL:
         bwd = getattr(lib, f"tt_lif_bwd_{sfx}")
         bwd.argtypes = [i64, i64, i64, i64] + [ptr] * 7 + [f64, i32, i32] + [ptr] * 6
         bwd.restype = None
+    for sfx in ("f32", "f64"):
+        step = getattr(lib, f"tt_lif_step_{sfx}")
+        step.argtypes = [ptr] * 4
+        step.restype = None
     lib.tt_advise_huge.argtypes = [ptr, i64]
     lib.tt_advise_huge.restype = None
     return lib
@@ -207,6 +212,27 @@ def lif_forward(
     fn = _lib.tt_lif_fwd_f32 if u.dtype == torch.float32 else _lib.tt_lif_fwd_f64
     fn(T, *layout, u.data_ptr(), mem0.data_ptr(), beta.data_ptr(),
        thr_e.data_ptr(), neg_thr.data_ptr(), Y.data_ptr(), _ptr(M), memT.data_ptr())  # fmt: skip
+
+
+class StepPlan:
+    """What :func:`lif_step` needs besides the tensors of the step: the layout and the flat parameters (kept
+    alive here), packed for the C side once per stream."""
+
+    def __init__(self, layout: tuple[int, int, int], beta: Tensor, thr_e: Tensor, neg_thr: Tensor) -> None:
+        self.layout, self.params = layout, (beta, thr_e, neg_thr)
+        addrs = [t.data_ptr() for t in self.params]
+        self.packed = torch.tensor([*layout, *addrs], dtype=torch.int64)
+        self.addr = self.packed.data_ptr()
+        f32 = beta.dtype == torch.float32
+        self.fn = None if _lib is None else (_lib.tt_lif_step_f32 if f32 else _lib.tt_lif_step_f64)
+
+    def __reduce__(self):  # copies and pickles rebuild the packed addresses for their own tensors
+        return StepPlan, (self.layout, *self.params)
+
+
+def lif_step(plan: StepPlan, u: Tensor, mem: Tensor, y: Tensor) -> None:
+    """One streaming step: ``mem`` updated in place, spikes into ``y`` (contiguous tensors of the plan's dtype)."""
+    plan.fn(plan.addr, u.data_ptr(), mem.data_ptr(), y.data_ptr())
 
 
 def lif_backward(

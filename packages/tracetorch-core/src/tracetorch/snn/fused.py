@@ -554,6 +554,11 @@ def stream_step(layer: Any, x: Tensor) -> Tensor | None:
     copies). Written for low Python overhead: it runs once per time step.
     """
     d = layer.__dict__
+    fast = d.get("_stream_fast")
+    if fast is not None:
+        y = _fast_native_step(d, fast, x)
+        if y is not None:
+            return y
     spec: NeuronSpec = layer.spec
     states = d["_states"]
     shape = x.shape
@@ -599,7 +604,7 @@ def stream_step(layer: Any, x: Tensor) -> Tensor | None:
         plan = d["_stream_cache"][3]
         if plan is not None and buf is not None and u.is_contiguous():
             y = torch.empty_like(u)
-            native.lif_forward(1, plan.layout, u, buf, plan.beta, plan.thr_e, plan.neg_thr, y, None, buf)
+            native.lif_step(plan, u, buf, y)
             return y
         mem, nm, rec, nr, sp, sn = _step(
             c, u, None, old, None, states.get("rec"), None, None, buf, None, buf, None, None, None
@@ -613,6 +618,34 @@ def stream_step(layer: Any, x: Tensor) -> Tensor | None:
     if spec.family == "B":
         return sp
     return sp - sn if spec.family == "T" else c.kp * sp - c.kn * sn
+
+
+def _fast_native_step(d: dict, fast: list, x: Tensor) -> Tensor | None:
+    """The native streaming step of LIB with every check the general path makes, in as few Python operations
+    as possible (this is most of the cost of a step); ``None`` when anything differs from the cached stream
+    (then the general path runs and refreshes the cache). ``fast``: plan, step shape, dtype, the raw parameters'
+    (container, name, version, address), spike function, folded constants, and the membrane tensor last
+    checked with its version (the kernel writes it in place without a version bump, so while the same tensor
+    keeps its version nothing has touched its shape, dtype, device or layout)."""
+    plan, shape, dtype, stamp, spike_fn, folded, seen, seen_version = fast
+    if d.get("_spike") is not spike_fn or d["_folded"] is not folded:
+        return None
+    mem = d["_states"].get("mem")
+    if mem is None:
+        return None
+    if mem is not seen or mem._version != seen_version:
+        if mem.shape != shape or mem.dtype is not dtype or not mem.is_cpu or not mem.is_contiguous():
+            return None
+        fast[6], fast[7] = mem, mem._version
+    if mem.requires_grad or x.shape != shape or x.dtype is not dtype or not x.is_cpu or not x.is_contiguous():
+        return None
+    for container, name, version, ptr in stamp:
+        r = container.get(name)
+        if r is None or r._version != version or r.data_ptr() != ptr:
+            return None
+    y = torch.empty_like(x)
+    plan.fn(plan.addr, x.data_ptr(), mem.data_ptr(), y.data_ptr())
+    return y
 
 
 def _li_membrane(drive: Tensor, p: dict[str, Tensor], name: str, mem: Tensor, is_ema: bool) -> Tensor:
@@ -655,6 +688,12 @@ def _cached_consts(layer: Any, d: dict, x: Tensor) -> tuple[_Consts | None, dict
         thr, nthr = (p["threshold"], None) if spec.family == "B" else (p["pos_threshold"], p["neg_threshold"])
         c = _Consts(cfg, beta, nbeta, gamma, ngamma, thr, nthr, p["bias"], g("pos_scale"), g("neg_scale"), w, nw)
         if _native_ok(cfg, x):
-            plan = _native_plan(tuple(x.shape), beta, thr, p["bias"])
+            n = _native_plan(tuple(x.shape), beta, thr, p["bias"])
+            plan = native.StepPlan(n.layout, n.beta, n.thr_e, n.neg_thr)
     d["_stream_cache"] = (key, c, p, plan)
+    d["_stream_fast"] = None
+    if plan is not None and not spec.synaptic:
+        conts = [params if k in params else buffers for k in d["_raw_names"]]
+        stamp = [(c, k, r._version, r.data_ptr()) for c, k, r in zip(conts, d["_raw_names"], raws, strict=True)]
+        d["_stream_fast"] = [plan, x.shape, x.dtype, stamp, spike_fn, d["_folded"], None, -1]
     return c, p
