@@ -240,3 +240,12 @@ def test_fast_streaming_path_follows_every_change_of_the_stream():
     layer.double()
     ref.double()
     stream(3, batch=5, dtype=torch.float64)
+    for m in (layer, ref):
+        m.spike_fn = tt.functional.SpikeFunction("heaviside")
+    stream(2, batch=5, dtype=torch.float64)
+    assert layer._stream_fast is not None
+    for m in (layer, ref):
+        m.raw_beta.data.sub_(1.0)  # invisible to version counters: zero_states() drops the cached parameters
+        m.zero_states()
+    stream(3, batch=5, dtype=torch.float64)
+    assert layer._stream_fast is not None

@@ -180,10 +180,14 @@ def named_stateful(root: nn.Module) -> Iterator[tuple[str, Stateful]]:
 
 
 def zero_states(module: nn.Module) -> None:
-    """Set every hidden state in ``module``'s tree to ``None`` (works on any ``nn.Module``)."""
+    """Set every hidden state in ``module``'s tree to ``None`` (works on any ``nn.Module``), and drop the
+    parameters cached for streaming (re-derived at the next step; this is how updates made through ``p.data``,
+    which PyTorch's version counters do not see, reach a stream)."""
     for _, m in named_stateful(module):
         for name in m._states:
             m._states[name] = None
+        vars(m).pop("_stream_cache", None)
+        vars(m).pop("_stream_fast", None)
 
 
 def detach_states(module: nn.Module) -> None:
