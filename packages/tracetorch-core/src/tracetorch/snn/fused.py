@@ -30,7 +30,7 @@ from ..functional.spiking import NeuronSpec
 from ..ops import native
 from ..ops.workspace import give_back_when_dead, take
 
-__all__ = ["fused_firing_sequence", "stream_step"]
+__all__ = ["fast_native_step", "fused_firing_sequence", "stream_step"]
 
 
 class _Cfg(NamedTuple):
@@ -554,11 +554,6 @@ def stream_step(layer: Any, x: Tensor) -> Tensor | None:
     copies). Written for low Python overhead: it runs once per time step.
     """
     d = layer.__dict__
-    fast = d.get("_stream_fast")
-    if fast is not None:
-        y = _fast_native_step(d, fast, x)
-        if y is not None:
-            return y
     spec: NeuronSpec = layer.spec
     states = d["_states"]
     shape = x.shape
@@ -620,7 +615,7 @@ def stream_step(layer: Any, x: Tensor) -> Tensor | None:
     return sp - sn if spec.family == "T" else c.kp * sp - c.kn * sn
 
 
-def _fast_native_step(d: dict, fast: list, x: Tensor) -> Tensor | None:
+def fast_native_step(d: dict, fast: list, x: Tensor) -> Tensor | None:
     """The native streaming step of LIB with every check the general path makes, in as few Python operations
     as possible (this is most of the cost of a step); ``None`` when anything differs from the cached stream
     (then the general path runs and refreshes the cache). ``fast``: plan, step shape, dtype, the raw parameters'

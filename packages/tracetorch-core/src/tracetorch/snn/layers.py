@@ -22,7 +22,7 @@ from ..functional.spike import make_spike_fn
 from ..functional.spiking import NAMES, NeuronSpec, neuron_step
 from ..layer import Layer
 from . import sequence as _sequence
-from .fused import stream_step
+from .fused import fast_native_step, stream_step
 
 __all__ = ["SpikingLayer", *NAMES]
 
@@ -125,6 +125,11 @@ class SpikingLayer(Layer):
         """One time step. Without autograd (inference, streaming) a lean path with cached parameters runs;
         it computes the same numbers as the reference step."""
         if not torch.is_grad_enabled() and not torch.compiler.is_compiling():
+            fast = self.__dict__.get("_stream_fast")  # LIB on the native kernel, prepared by a first step
+            if fast is not None:
+                y = fast_native_step(self.__dict__, fast, x)
+                if y is not None:
+                    return y
             y = stream_step(self, x)
             if y is not None:
                 return y
