@@ -102,6 +102,12 @@ def ours(prob, workload: str, variant: str) -> Impl:
         impl.forward = lambda xs: torch.stack([layer(x) for x in xs.unbind(0)])
     fixed = ", ".join(f"{k}=False" for k in extra)
     impl.note = " ".join(repr(layer).split()) + (f"; passed {fixed}" if fixed else "")
+    try:  # which kernels ran: the native C ones (built with the system compiler) or the torch fallback
+        from tracetorch.ops.native import native_status
+
+        impl.note += f"; native kernels: {native_status()}"
+    except ImportError:  # a tracetorch-core without them
+        impl.note += "; native kernels: not in this version"
     return impl
 
 
