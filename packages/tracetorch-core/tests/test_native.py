@@ -249,3 +249,20 @@ def test_fast_streaming_path_follows_every_change_of_the_stream():
         m.zero_states()
     stream(3, batch=5, dtype=torch.float64)
     assert layer._stream_fast is not None
+
+
+def test_ties_at_the_threshold_fire_in_both_directions(calls):
+    """A membrane exactly at the threshold fires (``>=``); the backward recomputes the spikes from the saved
+    membrane and must agree at such ties too."""
+    layer = tt.snn.LIB(5, beta=0.7, threshold=torch.linspace(0.5, 1.5, 5), learn_beta=True, learn_threshold=True)
+    with torch.no_grad():
+        p = dict(layer.params(2))
+        thr_e = (p["threshold"] - p["bias"]).expand(3, 5)
+    x = torch.randn(6, 3, 5, generator=torch.Generator().manual_seed(2)) * 0.1
+    x[0] = thr_e  # from a zero membrane, the first step lands exactly on the threshold
+    x[3] = thr_e
+    a = run(layer, x, None, "scan")
+    b = without_native(run, layer, x, None, "scan")
+    assert calls["bwd"] == 1
+    assert (a[0][0] == 1).all()
+    assert_same_run(a, b, rtol=1e-5, atol=1e-6)

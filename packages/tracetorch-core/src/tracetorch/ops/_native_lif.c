@@ -141,20 +141,19 @@ static inline double tt_exp(double x) { return exp(x); }
     /* Backward over one block, in reverse time. gmemT (adjoint of the final membrane) may be NULL (zero);  \
      * the accumulators (length P, added to) may be NULL when not wanted. */                                    \
     static inline __attribute__((always_inline)) void bwd_block_##sfx(                                         \
-        int64_t T, int64_t n, int64_t off, int64_t len, const real *gY, const real *Y, const real *M,          \
+        int64_t T, int64_t n, int64_t off, int64_t len, const real *gY, const real *M,                         \
         const real *mem0, const real *beta, const real *thr_e, const real *neg_thr, real slope, const int kind, \
         real reset_on, const real *gmemT, real *gU, real *gmem0, real *acc_beta, real *acc_v, real *acc_r,     \
         const int vec) {                                                                                        \
-        static const real zeros[CH];                                                                            \
         real G[CH], ab[CH], av[CH], ar[CH];                                                                     \
         for (int64_t k = 0; k < len; ++k) {                                                                     \
             G[k] = gmemT ? gmemT[off + k] : (real)0;                                                            \
             ab[k] = av[k] = ar[k] = 0;                                                                          \
         }                                                                                                       \
         for (int64_t t = T - 1; t >= 0; --t) {                                                                  \
-            const real *mt = M + t * n + off, *yt = Y + t * n + off, *gyt = gY + t * n + off;                  \
+            const real *mt = M + t * n + off, *gyt = gY + t * n + off;                                         \
             const real *mp = t > 0 ? M + (t - 1) * n + off : mem0 + off;                                        \
-            const real *yp = t > 0 ? Y + (t - 1) * n + off : zeros; /* no reset before the first step */        \
+            const real has_prev = t > 0 ? (real)1 : (real)0; /* no reset before the first step */               \
             real *gut = gU ? gU + t * n + off : 0; /* NULL: the drive needs no gradient */                    \
             for (int64_t k = 0; k < len; ++k) {                                                                 \
                 real b = vec ? beta[k] : beta[0], te = vec ? thr_e[k] : thr_e[0];                               \
@@ -165,9 +164,12 @@ static inline double tt_exp(double x) { return exp(x); }
                 real gm = g + sg;                                                                               \
                 if (gut) gut[k] = gm;                                                                           \
                 av[k] += sg;                                                                                    \
-                ar[k] += yt[k] * g;                                                                             \
+                /* the spikes, recomputed from the saved membrane exactly as the forward fired them */         \
+                real s = mt[k] >= te ? (real)1 : (real)0;                                                       \
+                real s_prev = mp[k] >= te ? has_prev : (real)0;                                                 \
+                ar[k] += s * g;                                                                                 \
                 /* the membrane after step t-1's reset (mem0 at t = 0) */                                       \
-                real prev = mp[k] + yp[k] * nt;                                                                 \
+                real prev = mp[k] + s_prev * nt;                                                                \
                 ab[k] += gm * prev;                                                                             \
                 G[k] = b * gm;                                                                                  \
             }                                                                                                   \
@@ -193,7 +195,7 @@ static inline double tt_exp(double x) { return exp(x); }
     }                                                                                                           \
                                                                                                                 \
     static inline __attribute__((always_inline)) void bwd_all_##sfx(                                           \
-        int64_t T, int64_t O, int64_t P, int64_t J, const real *gY, const real *Y, const real *M,              \
+        int64_t T, int64_t O, int64_t P, int64_t J, const real *gY, const real *M,                             \
         const real *mem0, const real *beta, const real *thr_e, const real *neg_thr, real k_, const int kind,    \
         real reset_on, const real *gmemT, real *gU, real *gmem0, real *acc_beta, real *acc_v, real *acc_r) {   \
         int64_t n = O * P * J;                                                                                  \
@@ -201,7 +203,7 @@ static inline double tt_exp(double x) { return exp(x); }
             if (J == 1) {                                                                                       \
                 for (int64_t p0 = 0; p0 < P; p0 += CH) {                                                        \
                     int64_t len = P - p0 < CH ? P - p0 : CH;                                                    \
-                    bwd_block_##sfx(T, n, o * P + p0, len, gY, Y, M, mem0, beta + p0, thr_e + p0, neg_thr + p0, \
+                    bwd_block_##sfx(T, n, o * P + p0, len, gY, M, mem0, beta + p0, thr_e + p0, neg_thr + p0, \
                                     k_, kind, reset_on, gmemT, gU, gmem0, acc_beta ? acc_beta + p0 : 0,         \
                                     acc_v ? acc_v + p0 : 0, acc_r ? acc_r + p0 : 0, 1);                         \
                 }                                                                                               \
@@ -209,7 +211,7 @@ static inline double tt_exp(double x) { return exp(x); }
                 for (int64_t p = 0; p < P; ++p)                                                                 \
                     for (int64_t j0 = 0; j0 < J; j0 += CH) {                                                    \
                         int64_t len = J - j0 < CH ? J - j0 : CH;                                                \
-                        bwd_block_##sfx(T, n, (o * P + p) * J + j0, len, gY, Y, M, mem0, beta + p, thr_e + p,   \
+                        bwd_block_##sfx(T, n, (o * P + p) * J + j0, len, gY, M, mem0, beta + p, thr_e + p,   \
                                         neg_thr + p, k_, kind, reset_on, gmemT, gU, gmem0,                      \
                                         acc_beta ? acc_beta + p : 0, acc_v ? acc_v + p : 0,                     \
                                         acc_r ? acc_r + p : 0, 0);                                              \
@@ -219,26 +221,26 @@ static inline double tt_exp(double x) { return exp(x); }
     }                                                                                                           \
                                                                                                                 \
     /* kind (the surrogate) is dispatched here so that each inner loop is compiled for one constant kind. */   \
-    void tt_lif_bwd_##sfx(int64_t T, int64_t O, int64_t P, int64_t J, const real *gY, const real *Y,           \
+    void tt_lif_bwd_##sfx(int64_t T, int64_t O, int64_t P, int64_t J, const real *gY,                          \
                           const real *M, const real *mem0, const real *beta, const real *thr_e,                 \
                           const real *neg_thr, double slope, int kind, int detach_reset, const real *gmemT,     \
                           real *gU, real *gmem0, real *acc_beta, real *acc_v, real *acc_r) {                    \
         real r = detach_reset ? (real)0 : (real)1;                                                              \
         switch (kind) {                                                                                         \
         case 0:                                                                                                 \
-            bwd_all_##sfx(T, O, P, J, gY, Y, M, mem0, beta, thr_e, neg_thr, (real)slope, 0, r, gmemT, gU,       \
+            bwd_all_##sfx(T, O, P, J, gY, M, mem0, beta, thr_e, neg_thr, (real)slope, 0, r, gmemT, gU,       \
                           gmem0, acc_beta, acc_v, acc_r);                                                       \
             break;                                                                                              \
         case 1:                                                                                                 \
-            bwd_all_##sfx(T, O, P, J, gY, Y, M, mem0, beta, thr_e, neg_thr, (real)slope, 1, r, gmemT, gU,       \
+            bwd_all_##sfx(T, O, P, J, gY, M, mem0, beta, thr_e, neg_thr, (real)slope, 1, r, gmemT, gU,       \
                           gmem0, acc_beta, acc_v, acc_r);                                                       \
             break;                                                                                              \
         case 2:                                                                                                 \
-            bwd_all_##sfx(T, O, P, J, gY, Y, M, mem0, beta, thr_e, neg_thr, (real)slope, 2, r, gmemT, gU,       \
+            bwd_all_##sfx(T, O, P, J, gY, M, mem0, beta, thr_e, neg_thr, (real)slope, 2, r, gmemT, gU,       \
                           gmem0, acc_beta, acc_v, acc_r);                                                       \
             break;                                                                                              \
         default:                                                                                                \
-            bwd_all_##sfx(T, O, P, J, gY, Y, M, mem0, beta, thr_e, neg_thr, (real)slope, 3, r, gmemT, gU,       \
+            bwd_all_##sfx(T, O, P, J, gY, M, mem0, beta, thr_e, neg_thr, (real)slope, 3, r, gmemT, gU,       \
                           gmem0, acc_beta, acc_v, acc_r);                                                       \
         }                                                                                                       \
     }
@@ -299,4 +301,4 @@ void tt_advise_huge(void *p, int64_t nbytes) {
 }
 
 /* A version number the loader checks, so a stale cached library is never used with newer Python code. */
-int tt_native_abi(void) { return 1; }
+int tt_native_abi(void) { return 2; }

@@ -40,7 +40,7 @@ __all__ = [
 ]
 
 _SOURCE = Path(__file__).with_name("_native_lif.c")
-_ABI = 1
+_ABI = 2
 _FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-trapping-math", "-fPIC", "-shared"]
 SURROGATE_KIND = {"sigmoid": 0, "atan": 1, "fast_sigmoid": 2, "triangle": 3}
 
@@ -106,7 +106,7 @@ def _build() -> ctypes.CDLL:
         fwd.argtypes = [i64, i64, i64, i64] + [ptr] * 8
         fwd.restype = None
         bwd = getattr(lib, f"tt_lif_bwd_{sfx}")
-        bwd.argtypes = [i64, i64, i64, i64] + [ptr] * 7 + [f64, i32, i32] + [ptr] * 6
+        bwd.argtypes = [i64, i64, i64, i64] + [ptr] * 6 + [f64, i32, i32] + [ptr] * 6
         bwd.restype = None
     for sfx in ("f32", "f64"):
         step = getattr(lib, f"tt_lif_step_{sfx}")
@@ -236,12 +236,12 @@ def lif_step(plan: StepPlan, u: Tensor, mem: Tensor, y: Tensor) -> None:
 
 
 def lif_backward(
-    layout: tuple[int, int, int], gY: Tensor, Y: Tensor, M: Tensor, mem0: Tensor, beta: Tensor,
+    layout: tuple[int, int, int], gY: Tensor, M: Tensor, mem0: Tensor, beta: Tensor,
     thr_e: Tensor, neg_thr: Tensor, slope: float, surrogate: str, detach_reset: bool, gmemT: Tensor | None,
     gU: Tensor | None, gmem0: Tensor, acc_beta: Tensor | None, acc_v: Tensor | None, acc_r: Tensor | None,
 ) -> None:  # fmt: skip
-    """Run the backward kernel (accumulators of length P, added to)."""
+    """Run the backward kernel (accumulators of length P, added to). The spikes are recomputed from ``M``."""
     fn = _lib.tt_lif_bwd_f32 if M.dtype == torch.float32 else _lib.tt_lif_bwd_f64
-    fn(M.shape[0], *layout, gY.data_ptr(), Y.data_ptr(), M.data_ptr(), mem0.data_ptr(), beta.data_ptr(),
+    fn(M.shape[0], *layout, gY.data_ptr(), M.data_ptr(), mem0.data_ptr(), beta.data_ptr(),
        thr_e.data_ptr(), neg_thr.data_ptr(), float(slope), SURROGATE_KIND[surrogate], int(bool(detach_reset)),
        _ptr(gmemT), _ptr(gU), gmem0.data_ptr(), _ptr(acc_beta), _ptr(acc_v), _ptr(acc_r))  # fmt: skip

@@ -448,7 +448,8 @@ class _FiringCore(torch.autograd.Function):
 
 
 def _native_forward(ctx, cfg: _Cfg, need: bool, u: Tensor, mem0: Tensor, beta, thr, bias) -> tuple:
-    """``_FiringCore.forward`` through the native kernel (one pass; saves the outputs and pre-reset membranes)."""
+    """``_FiringCore.forward`` through the native kernel (one pass; saves the pre-reset membranes, from which the
+    backward recomputes the spikes)."""
     u = u.contiguous()
     mem0 = mem0.contiguous()
     step_shape = tuple(u.shape[1:])
@@ -458,7 +459,7 @@ def _native_forward(ctx, cfg: _Cfg, need: bool, u: Tensor, mem0: Tensor, beta, t
     memT = torch.empty_like(mem0)
     native.lif_forward(u.shape[0], plan.layout, u, mem0, plan.beta, plan.thr_e, plan.neg_thr, Y, M, memT)
     ctx.cfg, ctx.plan = cfg, plan
-    ctx.save_for_backward(Y, M, mem0, beta, thr, bias)
+    ctx.save_for_backward(M, mem0, beta, thr, bias)
     give_back_when_dead(ctx, (M,))
     return Y, memT
 
@@ -466,7 +467,7 @@ def _native_forward(ctx, cfg: _Cfg, need: bool, u: Tensor, mem0: Tensor, beta, t
 def _native_backward(ctx, gY: Tensor | None, g_memT: Tensor | None) -> tuple:
     cfg: _Cfg = ctx.cfg
     plan: _NativePlan = ctx.plan
-    Y, M, mem0, beta, thr, bias = ctx.saved_tensors
+    M, mem0, beta, thr, bias = ctx.saved_tensors
     needs = ctx.needs_input_grad
     n_u, n_mem0, n_beta, n_thr, n_bias = needs[1], needs[3], needs[7], needs[11], needs[13]
     step_shape = tuple(M.shape[1:])
@@ -476,12 +477,12 @@ def _native_backward(ctx, gY: Tensor | None, g_memT: Tensor | None) -> tuple:
         return torch.zeros(P, dtype=M.dtype) if on else None
 
     acc_beta, acc_v, acc_r = acc(n_beta), acc(n_thr or n_bias), acc(n_thr)
-    gY = torch.zeros_like(Y) if gY is None else gY.contiguous()
+    gY = torch.zeros_like(M) if gY is None else gY.contiguous()
     g_memT = None if g_memT is None else g_memT.contiguous()
     gU = native.empty_like_huge(M) if n_u else None
     g_mem0 = torch.empty(step_shape, dtype=M.dtype)
     native.lif_backward(
-        plan.layout, gY, Y, M, mem0, plan.beta, plan.thr_e, plan.neg_thr, cfg.slope, cfg.surrogate,
+        plan.layout, gY, M, mem0, plan.beta, plan.thr_e, plan.neg_thr, cfg.slope, cfg.surrogate,
         cfg.detach_reset, g_memT, gU, g_mem0, acc_beta, acc_v, acc_r,
     )  # fmt: skip
     g_thr = _from_flat(acc_v + acc_r, plan, step_shape, thr).neg_() if n_thr else None
