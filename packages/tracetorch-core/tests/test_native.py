@@ -266,3 +266,26 @@ def test_ties_at_the_threshold_fire_in_both_directions(calls):
     assert calls["bwd"] == 1
     assert (a[0][0] == 1).all()
     assert_same_run(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("layout", ["dense", "conv"])
+def test_threaded_split_equals_one_thread(layout, monkeypatch):
+    """Large sequences run the outer axis on torch.get_num_threads() threads, each with its own accumulators."""
+    dim, step_shape = {"dense": (-1, (6, 7)), "conv": (-3, (5, 7, 3, 2))}[layout]
+    gen = torch.Generator().manual_seed(8)
+    layer = make("LIB", 7, dim, gen, torch.float64, 1, "sigmoid", False)
+    x = torch.randn(13, *step_shape, generator=gen, dtype=torch.float64) * 1.5
+    initial = {"mem": torch.randn(step_shape, generator=gen, dtype=torch.float64) * 0.5}
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = run(layer, x, initial, "scan")
+        torch.set_num_threads(3)
+        monkeypatch.setattr(native, "_PAR_MIN", 0)
+        per_neuron = torch.ones(7) if layout == "dense" else torch.ones(7, 1, 1)
+        assert len(native._ranges(13, native.param_layout(step_shape, [per_neuron])[:3])) == 3
+        split = run(layer, x, initial, "scan")
+    finally:
+        torch.set_num_threads(threads)
+    assert_same_run(split, one, rtol=1e-12, atol=1e-14)
+    assert_same_run(split, run(layer, x, initial, "steps"))

@@ -6,7 +6,8 @@
  * Reference: the step loop over tracetorch.functional.neuron_step; tests compare outputs (bit for bit),
  * final states and gradients.
  *
- * Layout. One step holds n = O * P * J elements (C order); parameters are arrays of length P: element
+ * Layout. A step's elements are O * P * J (C order), the rows of one step n apart (n = O * P * J, or more when a
+ * caller runs a range of O on its own thread with pointers offset to it); parameters are arrays of length P: element
  * (o, p, j) uses parameter p. J == 1 covers per-neuron parameters of dense layers (vectors over p), J > 1
  * per-channel parameters of conv layouts and scalars (P == 1): there a parameter is constant over a run of
  * J elements. Work goes in blocks of at most CH elements, time inside: a block's membrane (and in the
@@ -116,10 +117,10 @@ static inline double tt_exp(double x) { return exp(x); }
         memcpy(memT + off, mem, (size_t)len * sizeof(real));                                                    \
     }                                                                                                           \
                                                                                                                 \
-    void tt_lif_fwd_##sfx(int64_t T, int64_t O, int64_t P, int64_t J, const real *u, const real *mem0,         \
+    void tt_lif_fwd_##sfx(int64_t T, int64_t O, int64_t P, int64_t J, int64_t n, const real *u,                \
+                          const real *mem0,                                                                     \
                           const real *beta, const real *thr_e, const real *neg_thr, real *Y, real *M,           \
                           real *memT) {                                                                         \
-        int64_t n = O * P * J;                                                                                  \
         for (int64_t o = 0; o < O; ++o) {                                                                       \
             if (J == 1) {                                                                                       \
                 for (int64_t p0 = 0; p0 < P; p0 += CH) {                                                        \
@@ -195,10 +196,9 @@ static inline double tt_exp(double x) { return exp(x); }
     }                                                                                                           \
                                                                                                                 \
     static inline __attribute__((always_inline)) void bwd_all_##sfx(                                           \
-        int64_t T, int64_t O, int64_t P, int64_t J, const real *gY, const real *M,                             \
+        int64_t T, int64_t O, int64_t P, int64_t J, int64_t n, const real *gY, const real *M,                  \
         const real *mem0, const real *beta, const real *thr_e, const real *neg_thr, real k_, const int kind,    \
         real reset_on, const real *gmemT, real *gU, real *gmem0, real *acc_beta, real *acc_v, real *acc_r) {   \
-        int64_t n = O * P * J;                                                                                  \
         for (int64_t o = 0; o < O; ++o) {                                                                       \
             if (J == 1) {                                                                                       \
                 for (int64_t p0 = 0; p0 < P; p0 += CH) {                                                        \
@@ -221,26 +221,26 @@ static inline double tt_exp(double x) { return exp(x); }
     }                                                                                                           \
                                                                                                                 \
     /* kind (the surrogate) is dispatched here so that each inner loop is compiled for one constant kind. */   \
-    void tt_lif_bwd_##sfx(int64_t T, int64_t O, int64_t P, int64_t J, const real *gY,                          \
+    void tt_lif_bwd_##sfx(int64_t T, int64_t O, int64_t P, int64_t J, int64_t n, const real *gY,               \
                           const real *M, const real *mem0, const real *beta, const real *thr_e,                 \
                           const real *neg_thr, double slope, int kind, int detach_reset, const real *gmemT,     \
                           real *gU, real *gmem0, real *acc_beta, real *acc_v, real *acc_r) {                    \
         real r = detach_reset ? (real)0 : (real)1;                                                              \
         switch (kind) {                                                                                         \
         case 0:                                                                                                 \
-            bwd_all_##sfx(T, O, P, J, gY, M, mem0, beta, thr_e, neg_thr, (real)slope, 0, r, gmemT, gU,       \
+            bwd_all_##sfx(T, O, P, J, n, gY, M, mem0, beta, thr_e, neg_thr, (real)slope, 0, r, gmemT, gU,       \
                           gmem0, acc_beta, acc_v, acc_r);                                                       \
             break;                                                                                              \
         case 1:                                                                                                 \
-            bwd_all_##sfx(T, O, P, J, gY, M, mem0, beta, thr_e, neg_thr, (real)slope, 1, r, gmemT, gU,       \
+            bwd_all_##sfx(T, O, P, J, n, gY, M, mem0, beta, thr_e, neg_thr, (real)slope, 1, r, gmemT, gU,       \
                           gmem0, acc_beta, acc_v, acc_r);                                                       \
             break;                                                                                              \
         case 2:                                                                                                 \
-            bwd_all_##sfx(T, O, P, J, gY, M, mem0, beta, thr_e, neg_thr, (real)slope, 2, r, gmemT, gU,       \
+            bwd_all_##sfx(T, O, P, J, n, gY, M, mem0, beta, thr_e, neg_thr, (real)slope, 2, r, gmemT, gU,       \
                           gmem0, acc_beta, acc_v, acc_r);                                                       \
             break;                                                                                              \
         default:                                                                                                \
-            bwd_all_##sfx(T, O, P, J, gY, M, mem0, beta, thr_e, neg_thr, (real)slope, 3, r, gmemT, gU,       \
+            bwd_all_##sfx(T, O, P, J, n, gY, M, mem0, beta, thr_e, neg_thr, (real)slope, 3, r, gmemT, gU,       \
                           gmem0, acc_beta, acc_v, acc_r);                                                       \
         }                                                                                                       \
     }
@@ -301,4 +301,4 @@ void tt_advise_huge(void *p, int64_t nbytes) {
 }
 
 /* A version number the loader checks, so a stale cached library is never used with newer Python code. */
-int tt_native_abi(void) { return 2; }
+int tt_native_abi(void) { return 3; }

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import itertools
 import os
 import platform
 import shutil
@@ -23,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -40,7 +42,7 @@ __all__ = [
 ]
 
 _SOURCE = Path(__file__).with_name("_native_lif.c")
-_ABI = 2
+_ABI = 3
 _FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-trapping-math", "-fPIC", "-shared"]
 SURROGATE_KIND = {"sigmoid": 0, "atan": 1, "fast_sigmoid": 2, "triangle": 3}
 
@@ -103,10 +105,10 @@ def _build() -> ctypes.CDLL:
     i64, ptr, i32, f64 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int, ctypes.c_double
     for sfx in ("f32", "f64"):
         fwd = getattr(lib, f"tt_lif_fwd_{sfx}")
-        fwd.argtypes = [i64, i64, i64, i64] + [ptr] * 8
+        fwd.argtypes = [i64] * 5 + [ptr] * 8
         fwd.restype = None
         bwd = getattr(lib, f"tt_lif_bwd_{sfx}")
-        bwd.argtypes = [i64, i64, i64, i64] + [ptr] * 6 + [f64, i32, i32] + [ptr] * 6
+        bwd.argtypes = [i64] * 5 + [ptr] * 6 + [f64, i32, i32] + [ptr] * 6
         bwd.restype = None
     for sfx in ("f32", "f64"):
         step = getattr(lib, f"tt_lif_step_{sfx}")
@@ -202,6 +204,39 @@ def _ptr(t: Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
+# Whole-sequence kernels split the outer axis O (batch-like) over torch.get_num_threads() threads when the work is
+# large enough; ctypes releases the GIL during the call, so plain Python threads run the C code in parallel.
+_PAR_MIN = 1 << 20  # element-steps (T * numel of a step) below which one thread does it all
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _ranges(T: int, layout: tuple[int, int, int]) -> list[tuple[int, int]]:
+    """``[o0, o1)`` ranges of the outer axis, one per thread."""
+    outer, inner = layout[0], layout[1] * layout[2]
+    threads = torch.get_num_threads()
+    if threads <= 1 or outer < 2 or T * outer * inner < _PAR_MIN:
+        return [(0, outer)]
+    k = min(threads, outer)
+    return list(itertools.pairwise(outer * i // k for i in range(k + 1)))
+
+
+def _run(calls: list) -> None:
+    """Run ``calls`` (no-argument callables), all but the first on the pool, the first here; re-raise errors."""
+    global _pool
+    if len(calls) == 1:
+        calls[0]()
+        return
+    with _pool_lock:
+        if _pool is None or _pool._max_workers < len(calls) - 1:
+            _pool = ThreadPoolExecutor(max_workers=max(len(calls) - 1, 1), thread_name_prefix="tracetorch-native")
+        pool = _pool
+    futures = [pool.submit(c) for c in calls[1:]]
+    calls[0]()
+    for f in futures:
+        f.result()
+
+
 def lif_forward(
     T: int, layout: tuple[int, int, int], u: Tensor, mem0: Tensor, beta: Tensor, thr_e: Tensor,
     neg_thr: Tensor, Y: Tensor, M: Tensor | None, memT: Tensor,
@@ -210,8 +245,17 @@ def lif_forward(
     one dtype (float32/float64), the parameters flat (:func:`flat_param`). ``M`` may be ``None``; ``memT`` may
     be ``mem0`` (updated in place)."""
     fn = _lib.tt_lif_fwd_f32 if u.dtype == torch.float32 else _lib.tt_lif_fwd_f64
-    fn(T, *layout, u.data_ptr(), mem0.data_ptr(), beta.data_ptr(),
-       thr_e.data_ptr(), neg_thr.data_ptr(), Y.data_ptr(), _ptr(M), memT.data_ptr())  # fmt: skip
+    _, P, J = layout
+    n, es = mem0.numel(), u.element_size()
+    pb, pt, pn = beta.data_ptr(), thr_e.data_ptr(), neg_thr.data_ptr()
+
+    def part(o0: int, o1: int):
+        off = o0 * P * J * es
+        m_ptr = None if M is None else M.data_ptr() + off
+        return lambda: fn(T, o1 - o0, P, J, n, u.data_ptr() + off, mem0.data_ptr() + off, pb, pt, pn,
+                          Y.data_ptr() + off, m_ptr, memT.data_ptr() + off)  # fmt: skip
+
+    _run([part(o0, o1) for o0, o1 in _ranges(T, layout)])
 
 
 class StepPlan:
@@ -240,8 +284,30 @@ def lif_backward(
     thr_e: Tensor, neg_thr: Tensor, slope: float, surrogate: str, detach_reset: bool, gmemT: Tensor | None,
     gU: Tensor | None, gmem0: Tensor, acc_beta: Tensor | None, acc_v: Tensor | None, acc_r: Tensor | None,
 ) -> None:  # fmt: skip
-    """Run the backward kernel (accumulators of length P, added to). The spikes are recomputed from ``M``."""
+    """Run the backward kernel (accumulators of length P, added to). The spikes are recomputed from ``M``.
+    Threads other than the first accumulate into their own zeroed copies, added in at the end."""
     fn = _lib.tt_lif_bwd_f32 if M.dtype == torch.float32 else _lib.tt_lif_bwd_f64
-    fn(M.shape[0], *layout, gY.data_ptr(), M.data_ptr(), mem0.data_ptr(), beta.data_ptr(),
-       thr_e.data_ptr(), neg_thr.data_ptr(), float(slope), SURROGATE_KIND[surrogate], int(bool(detach_reset)),
-       _ptr(gmemT), _ptr(gU), gmem0.data_ptr(), _ptr(acc_beta), _ptr(acc_v), _ptr(acc_r))  # fmt: skip
+    T = M.shape[0]
+    _, P, J = layout
+    n, es = mem0.numel(), M.element_size()
+    kind, dr = SURROGATE_KIND[surrogate], int(bool(detach_reset))
+    ranges = _ranges(T, layout)
+    accs = [(acc_beta, acc_v, acc_r)] + [
+        tuple(None if a is None else torch.zeros_like(a) for a in (acc_beta, acc_v, acc_r)) for _ in ranges[1:]
+    ]
+
+    def part(o0: int, o1: int, acc: tuple):
+        off = o0 * P * J * es
+
+        def at(t: Tensor | None) -> int | None:
+            return None if t is None else t.data_ptr() + off
+
+        params = (beta.data_ptr(), thr_e.data_ptr(), neg_thr.data_ptr(), float(slope), kind, dr)
+        return lambda: fn(T, o1 - o0, P, J, n, at(gY), at(M), at(mem0), *params, at(gmemT), at(gU), at(gmem0),
+                          *map(_ptr, acc))  # fmt: skip
+
+    _run([part(o0, o1, acc) for (o0, o1), acc in zip(ranges, accs, strict=True)])
+    for acc in accs[1:]:
+        for total, a in zip((acc_beta, acc_v, acc_r), acc, strict=True):
+            if total is not None:
+                total.add_(a)
