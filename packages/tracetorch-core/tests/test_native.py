@@ -19,6 +19,7 @@ import torch
 from conftest import assert_same_run, run
 
 import tracetorch as tt
+import tracetorch.functional as F
 from tracetorch.ops import native
 
 
@@ -45,7 +46,7 @@ pytestmark = pytest.mark.skipif(not _compiler_works(), reason="no working C comp
 def calls(monkeypatch):
     """Counts native kernel calls (sequence forward and backward, streaming step)."""
     n = {"fwd": 0, "bwd": 0, "step": 0}
-    fwd, bwd, step = native.lif_forward, native.lif_backward, native.lif_step
+    fwd, bwd, step = native.fire_forward, native.fire_backward, native.lif_step
 
     def count_fwd(*a, **k):
         n["fwd"] += 1
@@ -60,8 +61,8 @@ def calls(monkeypatch):
         return step(*a, **k)
 
     monkeypatch.setattr(native, "lif_step", count_step)
-    monkeypatch.setattr(native, "lif_forward", count_fwd)
-    monkeypatch.setattr(native, "lif_backward", count_bwd)
+    monkeypatch.setattr(native, "fire_forward", count_fwd)
+    monkeypatch.setattr(native, "fire_backward", count_bwd)
     return n
 
 
@@ -80,16 +81,24 @@ def test_native_kernels_load_here():
 
 
 def make(name, n, dim, gen, dtype, rank, surrogate, detach_reset):
+    """A layer of type ``name`` with random parameters (rank 0: scalars, 1: per neuron), all learnable."""
     kwargs = {}
-    for p, v in {"beta": torch.rand(n, generator=gen) * 0.8 + 0.1, "threshold": torch.rand(n, generator=gen) + 0.5,
-                 "bias": torch.randn(n, generator=gen) * 0.3}.items():  # fmt: skip
-        kwargs[p] = v if rank == 1 else float(v[0])
-        kwargs[f"{p}_rank"] = rank
-        kwargs[f"learn_{p}"] = True
-    if name == "SLIB":
-        kwargs["alpha"] = 0.6
+    for p in F.NeuronSpec.from_name(name).params:
+        if p.constraint == "sigmoid":
+            v = torch.rand(n, generator=gen) * 0.8 + 0.1
+        elif p.constraint == "softplus":
+            v = torch.rand(n, generator=gen) + 0.5
+        else:
+            v = torch.randn(n, generator=gen) * 0.3 + (1.0 if "scale" in p.name else 0.0)
+        kwargs[p.name] = v if rank == 1 else float(v[0])
+        kwargs[f"{p.name}_rank"] = rank
+        kwargs[f"learn_{p.name}"] = True
     layer = getattr(tt.snn, name)(n, dim=dim, spike_fn=surrogate, detach_reset=detach_reset, **kwargs)
     return layer.to(dtype)
+
+
+# the single-branch firing types, which the native kernels cover
+NATIVE_TYPES = [a + b + c for c in ("LIB", "LIT", "LITS") for a in ("", "S") for b in ("", "R")]
 
 
 LAYOUTS = {"dense": (-1, (3, 7)), "conv": (-3, (2, 7, 3, 2)), "positive_dim": (1, (2, 7, 5)), "unbatched": (-1, (7,))}
@@ -102,7 +111,7 @@ def test_scan_equals_reference_and_torch_kernels(dtype, layout, calls):
     dim, step_shape = LAYOUTS[layout]
     for trial in range(8):
         gen = torch.Generator().manual_seed(rng.randrange(10**6))
-        name = rng.choice(["LIB", "SLIB"])
+        name = NATIVE_TYPES[(trial + len(layout)) % len(NATIVE_TYPES)] if trial < 6 else rng.choice(NATIVE_TYPES)
         surrogate = ["sigmoid", "atan", "fast_sigmoid", "triangle"][trial % 4]
         layer = make(name, 7, dim, gen, dtype, rng.choice([0, 1]), surrogate, rng.random() < 0.3)
         x = torch.randn(11, *step_shape, generator=gen, dtype=dtype) * 1.5

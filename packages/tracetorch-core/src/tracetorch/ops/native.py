@@ -1,15 +1,16 @@
 """Optional native CPU kernels, compiled on first use with the system C compiler and loaded with ``ctypes``.
 
-The binary firing core (``LIB``, and ``SLIB`` after its synaptic stage) has a C kernel for its whole-sequence
-forward and backward and its streaming step (``_native_lif.c``): one pass over memory per direction, time
-innermost, the parameters read once per sequence. Nothing here is required: without a C compiler (or with
-``TRACETORCH_NATIVE=0``) the pure-torch kernels of :mod:`tracetorch.snn.fused` run, and both give the same
-outputs bit for bit.
+The single-branch firing types (B, T and TS families, with or without R; the S stage runs before them) have C
+kernels for their whole-sequence forward and backward (``_native_fire.inc``, one build per variant and dtype,
+made the first time a layer of that kind runs), and LIB/SLIB a streaming step (``_native_lif.c``): one pass over
+memory per direction, time innermost, the parameters read once per sequence. Nothing here is required: without
+a C compiler (or with ``TRACETORCH_NATIVE=0``) the pure-torch kernels of :mod:`tracetorch.snn.fused` run, and
+both give the same outputs bit for bit.
 
-The library is built once per source, compiler and CPU into ``$TRACETORCH_CACHE`` (default
-``~/.cache/tracetorch``)``/native/`` with ``-O3 -march=native -ffp-contract=off`` (no fused multiply-adds, so
-the forward repeats torch's rounding) and reused afterwards. :func:`native_status` says whether it loaded
-and, if not, why.
+The libraries are built once per source, compiler, flags and CPU into ``$TRACETORCH_CACHE`` (default
+``~/.cache/tracetorch``)``/native/`` with ``-O3 -march=native -ffp-contract=off`` (no fused multiply-adds but
+the ones torch's addcmul makes, so the forward repeats torch's rounding) and reused afterwards.
+:func:`native_status` says whether the base library loaded and, if not, why.
 """
 
 from __future__ import annotations
@@ -32,19 +33,29 @@ from torch import Tensor
 
 __all__ = [
     "empty_like_huge",
+    "fire_backward",
+    "fire_forward",
     "flat_param",
-    "lif_backward",
-    "lif_forward",
     "lif_step",
     "native_available",
     "native_status",
     "param_layout",
+    "variant_kernels",
 ]
 
 _SOURCE = Path(__file__).with_name("_native_lif.c")
-_ABI = 3
+_INCLUDES = [Path(__file__).with_name("_native_fire.inc")]
+_ABI = 4
 _FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-trapping-math", "-fPIC", "-shared"]
+# GCC gives up vectorising a loop that needs more than 10 run-time alias checks (the recurrent ternary kernels
+# need more; without this they ran scalar, 2x slower than the torch kernels)
+_GCC_FLAGS = ["--param", "vect-max-version-for-alias-checks=100"]
 SURROGATE_KIND = {"sigmoid": 0, "atan": 1, "fast_sigmoid": 2, "triangle": 3}
+# the single-branch firing variants with a kernel: b (LIB), br (RLIB), t (LIT), tr (RLIT), ts (LITS), tsr (RLITS)
+VARIANTS = ("b", "br", "t", "tr", "ts", "tsr")
+# the slots of the parameter and gradient-accumulator packs (_native_fire.inc)
+PARAM_SLOTS = ("beta", "thr_e", "neg_thr", "nthr", "nnthr_e", "kp", "kn", "gamma", "one_m_gamma", "w")
+ACC_SLOTS = ("beta", "vp", "rp", "vn", "rn", "kp", "kn", "gamma", "w")
 
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
@@ -68,13 +79,15 @@ def _cache_dir() -> Path:
     return Path(root) / "native"
 
 
-def _build() -> ctypes.CDLL:
+def _compile(defines: list[str]) -> ctypes.CDLL:
+    """Build (once per source, compiler, flags, defines and CPU; cached) and load the library."""
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     if cc is None:
         raise RuntimeError("no C compiler found (set CC, or install gcc/clang)")
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
-    src = _SOURCE.read_bytes()
-    key = hashlib.sha256(b"\0".join([src, version.encode(), " ".join(_FLAGS).encode(), _cpu_signature().encode()]))
+    src = b"".join(p.read_bytes() for p in [_SOURCE, *_INCLUDES])
+    flags = [*_FLAGS, *(_GCC_FLAGS if "Free Software Foundation" in version else []), *defines]
+    key = hashlib.sha256(b"\0".join([src, version.encode(), " ".join(flags).encode(), _cpu_signature().encode()]))
     name = f"tt_native_{key.hexdigest()[:16]}.so"
     out = _cache_dir() / name
     if not out.exists():
@@ -90,9 +103,8 @@ def _build() -> ctypes.CDLL:
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
         os.close(fd)
         try:
-            res = subprocess.run(
-                [cc, *_FLAGS, "-o", tmp, str(_SOURCE), "-lm"], capture_output=True, text=True, timeout=300
-            )
+            cmd = [cc, *flags, "-o", tmp, str(_SOURCE), "-lm"]
+            res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
             if res.returncode != 0:
                 raise RuntimeError(f"{cc} failed: {res.stderr.strip()[-2000:]}")
             os.replace(tmp, out)
@@ -102,21 +114,56 @@ def _build() -> ctypes.CDLL:
     lib = ctypes.CDLL(str(out))
     if lib.tt_native_abi() != _ABI:
         raise RuntimeError(f"{out} has ABI {lib.tt_native_abi()}, expected {_ABI}")
-    i64, ptr, i32, f64 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int, ctypes.c_double
-    for sfx in ("f32", "f64"):
-        fwd = getattr(lib, f"tt_lif_fwd_{sfx}")
-        fwd.argtypes = [i64] * 5 + [ptr] * 8
-        fwd.restype = None
-        bwd = getattr(lib, f"tt_lif_bwd_{sfx}")
-        bwd.argtypes = [i64] * 5 + [ptr] * 6 + [f64, i32, i32] + [ptr] * 6
-        bwd.restype = None
+    return lib
+
+
+_CI64, _CPTR, _CI32, _CF64 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int, ctypes.c_double
+
+
+def _build() -> ctypes.CDLL:
+    """The base library: the streaming step and the helpers (the sequence kernels come per variant)."""
+    lib = _compile([])
     for sfx in ("f32", "f64"):
         step = getattr(lib, f"tt_lif_step_{sfx}")
-        step.argtypes = [ptr] * 4
+        step.argtypes = [_CPTR] * 4
         step.restype = None
-    lib.tt_advise_huge.argtypes = [ptr, i64]
+    lib.tt_advise_huge.argtypes = [_CPTR, _CI64]
     lib.tt_advise_huge.restype = None
     return lib
+
+
+_variant_libs: dict[tuple[str, str], ctypes.CDLL | None] = {}
+
+
+def variant_kernels(variant: str, dtype: torch.dtype) -> tuple | None:
+    """``(forward, backward)`` of a firing variant (:data:`VARIANTS`) for float32/float64, built on first use
+    (a few seconds, once per machine); ``None`` when the native kernels are unavailable."""
+    sfx = "f32" if dtype == torch.float32 else "f64"
+    key = (variant, sfx)
+    if key not in _variant_libs:
+        if _load() is None:
+            return None
+        with _lock:
+            if key not in _variant_libs:
+                tern, ts, rec = int(variant.startswith("t")), int(variant.startswith("ts")), int(variant.endswith("r"))
+                defines = [f"-DTT_NAME={variant}", f"-DTT_TERN={tern}", f"-DTT_TS={ts}", f"-DTT_REC={rec}"]
+                try:
+                    lib = _compile(defines + (["-DTT_F64"] if sfx == "f64" else []))
+                    fwd = getattr(lib, f"tt_fire_fwd_{sfx}_{variant}")
+                    bwd = getattr(lib, f"tt_fire_bwd_{sfx}_{variant}")
+                    fwd.argtypes, fwd.restype = [_CI64] * 5 + [_CPTR] * 9, None
+                    bwd.argtypes, bwd.restype = [_CI64] * 5 + [_CPTR, _CF64, _CI32, _CI32] + [_CPTR] * 11, None
+                    _variant_libs[key] = lib
+                except Exception as exc:  # any failure means: use the torch kernels
+                    _variant_libs[key] = None
+                    _variant_errors[key] = str(exc)
+    lib = _variant_libs[key]
+    if lib is None:
+        return None
+    return getattr(lib, f"tt_fire_fwd_{sfx}_{variant}"), getattr(lib, f"tt_fire_bwd_{sfx}_{variant}")
+
+
+_variant_errors: dict[tuple[str, str], str] = {}
 
 
 _HUGE_MIN = 8 << 20
@@ -162,10 +209,12 @@ def native_status() -> str:
 
 
 def _reset_for_tests(status: str | None = None) -> None:
-    """Forget the loaded library (``status=None``: try again on next use; else pretend it failed)."""
+    """Forget the loaded libraries (``status=None``: try again on next use; else pretend they failed)."""
     global _lib, _status
     with _lock:
         _lib, _status = None, status
+        _variant_libs.clear()
+        _variant_errors.clear()
 
 
 def param_layout(step_shape: tuple[int, ...], params: list[Tensor]) -> tuple[int, int, int, tuple[slice, ...]]:
@@ -237,23 +286,31 @@ def _run(calls: list) -> None:
         f.result()
 
 
-def lif_forward(
-    T: int, layout: tuple[int, int, int], u: Tensor, mem0: Tensor, beta: Tensor, thr_e: Tensor,
-    neg_thr: Tensor, Y: Tensor, M: Tensor | None, memT: Tensor,
+def _pack(ptrs: list[int | None]) -> Tensor:
+    return torch.tensor([0 if p is None else p for p in ptrs], dtype=torch.int64)
+
+
+def fire_forward(
+    variant: str, T: int, layout: tuple[int, int, int], params: dict[str, Tensor], u: Tensor, mem0: Tensor,
+    rec0: Tensor | None, Y: Tensor, M: Tensor | None, R: Tensor | None, memT: Tensor, recT: Tensor | None,
 ) -> None:  # fmt: skip
-    """Run the forward kernel (loaded: :func:`native_available`) over T steps; all tensors contiguous CPU of
-    one dtype (float32/float64), the parameters flat (:func:`flat_param`). ``M`` may be ``None``; ``memT`` may
-    be ``mem0`` (updated in place)."""
-    fn = _lib.tt_lif_fwd_f32 if u.dtype == torch.float32 else _lib.tt_lif_fwd_f64
+    """Run a variant's forward kernel (loaded: :func:`native_available`) over T steps. Tensors: contiguous CPU
+    of one dtype (float32/float64); ``params``: flat P-long vectors by :data:`PARAM_SLOTS` name (absent ones
+    omitted). ``M`` (pre-reset membranes) and ``R`` (recurrent traces) may be ``None``: nothing saved."""
+    fn = variant_kernels(variant, u.dtype)[0]
     _, P, J = layout
     n, es = mem0.numel(), u.element_size()
-    pb, pt, pn = beta.data_ptr(), thr_e.data_ptr(), neg_thr.data_ptr()
+    pack = _pack([params[k].data_ptr() if k in params else None for k in PARAM_SLOTS])
 
     def part(o0: int, o1: int):
         off = o0 * P * J * es
-        m_ptr = None if M is None else M.data_ptr() + off
-        return lambda: fn(T, o1 - o0, P, J, n, u.data_ptr() + off, mem0.data_ptr() + off, pb, pt, pn,
-                          Y.data_ptr() + off, m_ptr, memT.data_ptr() + off)  # fmt: skip
+
+        def at(t: Tensor | None) -> int | None:
+            return None if t is None else t.data_ptr() + off
+
+        args = (T, o1 - o0, P, J, n, pack.data_ptr(), at(u), at(mem0), at(rec0), at(Y), at(M), at(R), at(memT),
+                at(recT))  # fmt: skip
+        return lambda: fn(*args)
 
     _run([part(o0, o1) for o0, o1 in _ranges(T, layout)])
 
@@ -279,35 +336,36 @@ def lif_step(plan: StepPlan, u: Tensor, mem: Tensor, y: Tensor) -> None:
     plan.fn(plan.addr, u.data_ptr(), mem.data_ptr(), y.data_ptr())
 
 
-def lif_backward(
-    layout: tuple[int, int, int], gY: Tensor, M: Tensor, mem0: Tensor, beta: Tensor,
-    thr_e: Tensor, neg_thr: Tensor, slope: float, surrogate: str, detach_reset: bool, gmemT: Tensor | None,
-    gU: Tensor | None, gmem0: Tensor, acc_beta: Tensor | None, acc_v: Tensor | None, acc_r: Tensor | None,
+def fire_backward(
+    variant: str, layout: tuple[int, int, int], params: dict[str, Tensor], slope: float, surrogate: str,
+    detach_reset: bool, gY: Tensor, M: Tensor, R: Tensor | None, mem0: Tensor, rec0: Tensor | None,
+    gmemT: Tensor | None, grecT: Tensor | None, gU: Tensor | None, gmem0: Tensor, grec0: Tensor | None,
+    accs: dict[str, Tensor],
 ) -> None:  # fmt: skip
-    """Run the backward kernel (accumulators of length P, added to). The spikes are recomputed from ``M``.
-    Threads other than the first accumulate into their own zeroed copies, added in at the end."""
-    fn = _lib.tt_lif_bwd_f32 if M.dtype == torch.float32 else _lib.tt_lif_bwd_f64
+    """Run a variant's backward kernel. ``accs``: P-long accumulators by :data:`ACC_SLOTS` name (only the wanted
+    ones), added to; threads other than the first accumulate into their own zeroed copies, added in at the
+    end. The spikes are recomputed from ``M``."""
+    fn = variant_kernels(variant, M.dtype)[1]
     T = M.shape[0]
     _, P, J = layout
     n, es = mem0.numel(), M.element_size()
-    kind, dr = SURROGATE_KIND[surrogate], int(bool(detach_reset))
+    pack = _pack([params[k].data_ptr() if k in params else None for k in PARAM_SLOTS])
+    consts = (float(slope), SURROGATE_KIND[surrogate], int(bool(detach_reset)))
     ranges = _ranges(T, layout)
-    accs = [(acc_beta, acc_v, acc_r)] + [
-        tuple(None if a is None else torch.zeros_like(a) for a in (acc_beta, acc_v, acc_r)) for _ in ranges[1:]
-    ]
+    own = [accs] + [{k: torch.zeros_like(a) for k, a in accs.items()} for _ in ranges[1:]]
+    packs = [_pack([a[k].data_ptr() if k in a else None for k in ACC_SLOTS]) for a in own]
 
-    def part(o0: int, o1: int, acc: tuple):
+    def part(o0: int, o1: int, acc_pack: Tensor):
         off = o0 * P * J * es
 
         def at(t: Tensor | None) -> int | None:
             return None if t is None else t.data_ptr() + off
 
-        params = (beta.data_ptr(), thr_e.data_ptr(), neg_thr.data_ptr(), float(slope), kind, dr)
-        return lambda: fn(T, o1 - o0, P, J, n, at(gY), at(M), at(mem0), *params, at(gmemT), at(gU), at(gmem0),
-                          *map(_ptr, acc))  # fmt: skip
+        args = (T, o1 - o0, P, J, n, pack.data_ptr(), *consts, at(gY), at(M), at(R), at(mem0), at(rec0),
+                at(gmemT), at(grecT), at(gU), at(gmem0), at(grec0), acc_pack.data_ptr())  # fmt: skip
+        return lambda: fn(*args)
 
-    _run([part(o0, o1, acc) for (o0, o1), acc in zip(ranges, accs, strict=True)])
-    for acc in accs[1:]:
-        for total, a in zip((acc_beta, acc_v, acc_r), acc, strict=True):
-            if total is not None:
-                total.add_(a)
+    _run([part(o0, o1, ap) for (o0, o1), ap in zip(ranges, packs, strict=True)])
+    for extra in own[1:]:
+        for k, a in extra.items():
+            accs[k].add_(a)

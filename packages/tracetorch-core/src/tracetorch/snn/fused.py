@@ -60,30 +60,42 @@ def _fire_neg(m: Tensor, neg_thr_e: Tensor, cfg: _Cfg) -> Tensor:
 
 
 def _native_ok(cfg: _Cfg, u: Tensor) -> bool:
-    """Whether the native kernels cover this call (binary, single-branch, non-recurrent, Heaviside, float32/64
-    on the CPU) and are loaded (:mod:`tracetorch.ops.native`)."""
-    spec = cfg.spec
-    if spec.dual or spec.recurrent or spec.ternary or cfg.mode != "heaviside":
+    """Whether the native kernels cover this call (a single-branch firing type: B, T or TS, with or without R;
+    Heaviside; float32/64 on the CPU) and are loaded (:mod:`tracetorch.ops.native`)."""
+    if cfg.spec.dual or cfg.mode != "heaviside":
         return False
     if u.device.type != "cpu" or u.dtype not in (torch.float32, torch.float64):
         return False
-    return native.native_available()
+    return native.variant_kernels(_variant(cfg.spec), u.dtype) is not None
+
+
+def _variant(spec: NeuronSpec) -> str:
+    return {"B": "b", "T": "t", "TS": "ts"}[spec.family] + ("r" if spec.recurrent else "")
 
 
 class _NativePlan(NamedTuple):
-    """Parameters flattened for the native kernels (:func:`tracetorch.ops.native.param_layout`)."""
+    """Parameters flattened for the native kernels (:func:`tracetorch.ops.native.param_layout`), by the names
+    of :data:`tracetorch.ops.native.PARAM_SLOTS`."""
 
     layout: tuple[int, int, int]
     index: tuple[slice, ...]
-    beta: Tensor
-    thr_e: Tensor
-    neg_thr: Tensor
+    params: dict[str, Tensor]
 
 
-def _native_plan(step_shape: tuple[int, ...], beta: Tensor, thr: Tensor, bias: Tensor) -> _NativePlan:
-    *layout, index = native.param_layout(step_shape, [beta, thr, bias])
-    fb, ft, fbias = (native.flat_param(t, step_shape, index) for t in (beta, thr, bias))
-    return _NativePlan(tuple(layout), index, fb, ft - fbias, -ft)
+def _native_plan(step_shape: tuple[int, ...], **raw: Tensor | None) -> _NativePlan:
+    """From the effective parameters (``beta, thr, bias`` and where the type has them ``nthr, kp, kn, gamma,
+    w``), the derived ones the kernels read, each computed as the torch kernels compute it."""
+    given = {k: v for k, v in raw.items() if v is not None}
+    *layout, index = native.param_layout(step_shape, list(given.values()))
+    f = {k: native.flat_param(v, step_shape, index) for k, v in given.items()}
+    params = {"beta": f["beta"], "thr_e": f["thr"] - f["bias"], "neg_thr": -f["thr"]}
+    if "nthr" in f:
+        params |= {"nthr": f["nthr"], "nnthr_e": -(f["nthr"] + f["bias"])}
+    if "kp" in f:
+        params |= {"kp": f["kp"], "kn": f["kn"]}
+    if "gamma" in f:
+        params |= {"gamma": f["gamma"], "one_m_gamma": 1 - f["gamma"], "w": f["w"]}
+    return _NativePlan(tuple(layout), index, params)
 
 
 def _from_flat(acc: Tensor, plan: _NativePlan, step_shape: tuple[int, ...], like: Tensor) -> Tensor:
@@ -175,7 +187,8 @@ class _FiringCore(torch.autograd.Function):
     ):
         need = cfg.grad and any(ctx.needs_input_grad[1:])
         if _native_ok(cfg, u):
-            return _native_forward(ctx, cfg, need, u, mem0, beta, thr, bias)
+            p = {"beta": beta, "gamma": gamma, "thr": thr, "nthr": nthr, "bias": bias, "kp": kp, "kn": kn, "w": w}
+            return _native_forward(ctx, cfg, need, u, mem0, rec0, p)
         ctx.plan = None
         c = _Consts(cfg, beta, nbeta, gamma, ngamma, thr, nthr, bias, kp, kn, w, nw)
         dual, rec_on, dual_rec = c.dual, c.rec_on, c.dual_rec
@@ -220,7 +233,7 @@ class _FiringCore(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, gY, *g_finals):
         if ctx.plan is not None:
-            return _native_backward(ctx, gY, g_finals[0])
+            return _native_backward(ctx, gY, g_finals[0], g_finals[1] if len(g_finals) > 1 else None)
         cfg: _Cfg = ctx.cfg
         (Y, M, NM, REC, NREC, SP, SN, mem0, nm0, rec0, nr0, beta, nbeta, gamma, ngamma, thr, nthr, bias, kp,
          kn, w, nw) = ctx.saved_tensors  # fmt: skip
@@ -447,51 +460,90 @@ class _FiringCore(torch.autograd.Function):
         )
 
 
-def _native_forward(ctx, cfg: _Cfg, need: bool, u: Tensor, mem0: Tensor, beta, thr, bias) -> tuple:
-    """``_FiringCore.forward`` through the native kernel (one pass; saves the pre-reset membranes, from which the
-    backward recomputes the spikes)."""
+def _native_forward(ctx, cfg: _Cfg, need: bool, u: Tensor, mem0: Tensor, rec0: Tensor | None, p: dict) -> tuple:
+    """``_FiringCore.forward`` through the native kernel: one pass; saves the pre-reset membranes (the backward
+    recomputes the spikes from them) and, for R types, the recurrent traces."""
+    spec = cfg.spec
     u = u.contiguous()
     mem0 = mem0.contiguous()
+    rec0 = rec0.contiguous() if spec.recurrent else None
     step_shape = tuple(u.shape[1:])
-    plan = _native_plan(step_shape, beta, thr, bias)
+    plan = _native_plan(step_shape, **p)
     Y = native.empty_like_huge(u)
     M = take(u) if need else None
+    R = take(u) if need and spec.recurrent else None
     memT = torch.empty_like(mem0)
-    native.lif_forward(u.shape[0], plan.layout, u, mem0, plan.beta, plan.thr_e, plan.neg_thr, Y, M, memT)
+    recT = torch.empty_like(rec0) if spec.recurrent else None
+    native.fire_forward(_variant(spec), u.shape[0], plan.layout, plan.params, u, mem0, rec0, Y, M, R, memT, recT)
     ctx.cfg, ctx.plan = cfg, plan
-    ctx.save_for_backward(M, mem0, beta, thr, bias)
-    give_back_when_dead(ctx, (M,))
-    return Y, memT
+    ctx.save_for_backward(M, R, mem0, rec0, *(p[k] for k in _P_ORDER))
+    give_back_when_dead(ctx, (M, R))
+    return (Y, memT, recT) if spec.recurrent else (Y, memT)
 
 
-def _native_backward(ctx, gY: Tensor | None, g_memT: Tensor | None) -> tuple:
+# the effective parameters of _FiringCore's inputs that the native kernels take, with their input positions
+_P_ORDER = ("beta", "gamma", "thr", "nthr", "bias", "kp", "kn", "w")
+_P_INPUT = {"beta": 7, "gamma": 9, "thr": 11, "nthr": 12, "bias": 13, "kp": 14, "kn": 15, "w": 16}
+
+
+def _native_backward(ctx, gY: Tensor | None, g_memT: Tensor | None, g_recT: Tensor | None) -> tuple:
     cfg: _Cfg = ctx.cfg
+    spec = cfg.spec
     plan: _NativePlan = ctx.plan
-    M, mem0, beta, thr, bias = ctx.saved_tensors
+    M, R, mem0, rec0, *ps = ctx.saved_tensors
+    p = dict(zip(_P_ORDER, ps, strict=True))
     needs = ctx.needs_input_grad
-    n_u, n_mem0, n_beta, n_thr, n_bias = needs[1], needs[3], needs[7], needs[11], needs[13]
+    want = {k: needs[i] and p[k] is not None for k, i in _P_INPUT.items()}
     step_shape = tuple(M.shape[1:])
     P = plan.layout[1]
-
-    def acc(on: bool) -> Tensor | None:
-        return torch.zeros(P, dtype=M.dtype) if on else None
-
-    acc_beta, acc_v, acc_r = acc(n_beta), acc(n_thr or n_bias), acc(n_thr)
+    tern = spec.ternary
+    slots = {  # accumulators each wanted gradient needs (ACC_SLOTS names)
+        "beta": want["beta"],
+        "vp": want["thr"] or want["bias"],
+        "rp": want["thr"],
+        "vn": tern and (want["nthr"] or want["bias"]),
+        "rn": tern and want["nthr"],
+        "kp": want["kp"],
+        "kn": want["kn"],
+        "gamma": want["gamma"],
+        "w": want["w"],
+    }
+    accs = {k: torch.zeros(P, dtype=M.dtype) for k, on in slots.items() if on}
     gY = torch.zeros_like(M) if gY is None else gY.contiguous()
     g_memT = None if g_memT is None else g_memT.contiguous()
-    gU = native.empty_like_huge(M) if n_u else None
+    g_recT = None if g_recT is None else g_recT.contiguous()
+    gU = native.empty_like_huge(M) if needs[1] else None
     g_mem0 = torch.empty(step_shape, dtype=M.dtype)
-    native.lif_backward(
-        plan.layout, gY, M, mem0, plan.beta, plan.thr_e, plan.neg_thr, cfg.slope, cfg.surrogate,
-        cfg.detach_reset, g_memT, gU, g_mem0, acc_beta, acc_v, acc_r,
+    g_rec0 = torch.empty(step_shape, dtype=M.dtype) if spec.recurrent else None
+    native.fire_backward(
+        _variant(spec), plan.layout, plan.params, cfg.slope, cfg.surrogate, cfg.detach_reset, gY, M, R, mem0, rec0,
+        g_memT, g_recT, gU, g_mem0, g_rec0, accs,
     )  # fmt: skip
-    g_thr = _from_flat(acc_v + acc_r, plan, step_shape, thr).neg_() if n_thr else None
-    g_bias = _from_flat(acc_v, plan, step_shape, bias) if n_bias else None
-    g_beta = _from_flat(acc_beta, plan, step_shape, beta) if n_beta else None
-    grads = [None] * 18
-    grads[1] = gU if n_u else None
-    grads[3] = g_mem0.sum_to_size(mem0.shape) if n_mem0 else None
-    grads[7], grads[11], grads[13] = g_beta, g_thr, g_bias
+
+    def back(acc: Tensor, name: str) -> Tensor:
+        return _from_flat(acc, plan, step_shape, p[name])
+
+    grads: list[Tensor | None] = [None] * 18
+    grads[1] = gU
+    grads[3] = g_mem0.sum_to_size(mem0.shape) if needs[3] else None
+    if spec.recurrent and needs[5]:
+        grads[5] = g_rec0.sum_to_size(rec0.shape)
+    if want["beta"]:
+        grads[7] = back(accs["beta"], "beta")
+    if want["gamma"]:
+        grads[9] = back(accs["gamma"], "gamma")
+    if want["thr"]:
+        grads[11] = back(accs["vp"] + accs["rp"], "thr").neg_()
+    if want["nthr"]:
+        grads[12] = back(accs["rn"] - accs["vn"], "nthr")
+    if want["bias"]:
+        grads[13] = back(accs["vp"] - accs["vn"] if tern else accs["vp"], "bias")
+    if want["kp"]:
+        grads[14] = back(accs["kp"], "kp")
+    if want["kn"]:
+        grads[15] = back(accs["kn"], "kn")
+    if want["w"]:
+        grads[16] = back(accs["w"], "w")
     return tuple(grads)
 
 
@@ -683,9 +735,9 @@ def _cached_consts(layer: Any, d: dict, x: Tensor) -> tuple[_Consts | None, dict
             gamma, ngamma, w, nw = g("gamma"), None, g("rec_weight"), None
         thr, nthr = (p["threshold"], None) if spec.family == "B" else (p["pos_threshold"], p["neg_threshold"])
         c = _Consts(cfg, beta, nbeta, gamma, ngamma, thr, nthr, p["bias"], g("pos_scale"), g("neg_scale"), w, nw)
-        if _native_ok(cfg, x):
-            n = _native_plan(tuple(x.shape), beta, thr, p["bias"])
-            plan = native.StepPlan(n.layout, n.beta, n.thr_e, n.neg_thr)
+        if _native_ok(cfg, x) and spec.family == "B" and not spec.recurrent:
+            n = _native_plan(tuple(x.shape), beta=beta, thr=thr, bias=p["bias"])
+            plan = native.StepPlan(n.layout, n.params["beta"], n.params["thr_e"], n.params["neg_thr"])
     d["_stream_cache"] = (key, c, p, plan)
     d["_stream_fast"] = None
     if plan is not None and not spec.synaptic:
