@@ -46,7 +46,7 @@ pytestmark = pytest.mark.skipif(not _compiler_works(), reason="no working C comp
 def calls(monkeypatch):
     """Counts native kernel calls (sequence forward and backward, streaming step)."""
     n = {"fwd": 0, "bwd": 0, "step": 0}
-    fwd, bwd, step = native.fire_forward, native.fire_backward, native.lif_step
+    fwd, bwd, step, fire_step = native.fire_forward, native.fire_backward, native.lif_step, native.fire_step
 
     def count_fwd(*a, **k):
         n["fwd"] += 1
@@ -60,7 +60,12 @@ def calls(monkeypatch):
         n["step"] += 1
         return step(*a, **k)
 
+    def count_fire_step(*a, **k):
+        n["step"] += 1
+        return fire_step(*a, **k)
+
     monkeypatch.setattr(native, "lif_step", count_step)
+    monkeypatch.setattr(native, "fire_step", count_fire_step)
     monkeypatch.setattr(native, "fire_forward", count_fwd)
     monkeypatch.setattr(native, "fire_backward", count_bwd)
     return n
@@ -319,3 +324,26 @@ def test_threaded_split_equals_one_thread(layout, monkeypatch):
         torch.set_num_threads(threads)
     assert_same_run(split, one, rtol=1e-12, atol=1e-14)
     assert_same_run(split, run(layer, x, initial, "steps"))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_streaming_every_native_type_is_bit_identical(dtype, calls):
+    """The single-branch types other than LIB/SLIB stream through the sequence kernel, one step at a time, with
+    their states updated in place: outputs and states equal the reference step's bit for bit."""
+    for i, name in enumerate(NATIVE_TYPES):
+        gen = torch.Generator().manual_seed(100 + i)
+        layer = make(name, 7, -1, gen, dtype, 1, "atan", False)
+        ref = copy.deepcopy(layer)
+        x = torch.randn(30, 4, 7, generator=gen, dtype=dtype) * 1.5
+        before = calls["fwd"] + calls["step"]
+        with torch.no_grad():
+            ys = torch.stack([layer(xt) for xt in x])
+        ys_ref = []
+        for xt in x:  # autograd on: the reference step
+            ys_ref.append(ref(xt).detach())
+            ref.detach_states()
+        assert calls["fwd"] + calls["step"] > before, name
+        assert torch.equal(ys, torch.stack(ys_ref)), name
+        for k, v in layer.get_states().items():
+            assert torch.equal(v, ref.get_states()[k].detach()), (name, k)
+        assert (ys != 0).any(), name

@@ -35,6 +35,7 @@ __all__ = [
     "empty_like_huge",
     "fire_backward",
     "fire_forward",
+    "fire_step",
     "flat_param",
     "lif_step",
     "native_available",
@@ -329,6 +330,28 @@ class StepPlan:
 
     def __reduce__(self):  # copies and pickles rebuild the packed addresses for their own tensors
         return StepPlan, (self.layout, *self.params)
+
+
+class FireStep:
+    """One streaming step of a single-branch firing variant through its sequence kernel (T = 1, states updated
+    in place), with the kernel and the parameter pack looked up once per stream."""
+
+    def __init__(self, variant: str, layout: tuple[int, int, int], params: dict[str, Tensor]) -> None:
+        self.variant, self.layout, self.params = variant, layout, params
+        dtype = next(iter(params.values())).dtype
+        self.fn = variant_kernels(variant, dtype)[0]
+        self.pack = _pack([params[k].data_ptr() if k in params else None for k in PARAM_SLOTS])
+        self.args = (1, *layout, layout[0] * layout[1] * layout[2], self.pack.data_ptr())
+
+    def __reduce__(self):  # copies and pickles rebuild the pack for their own tensors
+        return FireStep, (self.variant, self.layout, self.params)
+
+
+def fire_step(step: FireStep, u: Tensor, mem: Tensor, rec: Tensor | None, y: Tensor) -> None:
+    """``mem`` (and ``rec``) updated in place, the outputs into ``y``; contiguous tensors of the plan's shape."""
+    r = None if rec is None else rec.data_ptr()
+    m = mem.data_ptr()
+    step.fn(*step.args, u.data_ptr(), m, r, y.data_ptr(), None, None, m, r)
 
 
 def lif_step(plan: StepPlan, u: Tensor, mem: Tensor, y: Tensor) -> None:

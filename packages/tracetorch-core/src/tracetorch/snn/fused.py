@@ -649,11 +649,18 @@ def stream_step(layer: Any, x: Tensor) -> Tensor | None:
         # leaves one allocation per step (the spikes), which matters: a fresh [32, 1024] float32 tensor is exactly
         # glibc's mmap threshold and can page-fault on every step.
         buf = old if not old.requires_grad and old.is_contiguous() and old.dtype == u.dtype else None
-        plan = d["_stream_cache"][3]
+        plan, nplan = d["_stream_cache"][3:5]
         if plan is not None and buf is not None and u.is_contiguous():
             y = torch.empty_like(u)
             native.lif_step(plan, u, buf, y)
             return y
+        if nplan is not None and buf is not None and u.is_contiguous():
+            # the other single-branch types: the sequence kernel for one step, states updated in place
+            rec = states.get("rec")
+            if not spec.recurrent or (not rec.requires_grad and rec.is_contiguous() and rec.dtype == u.dtype):
+                y = torch.empty_like(u)
+                native.fire_step(nplan, u, buf, rec, y)
+                return y
         mem, nm, rec, nr, sp, sn = _step(
             c, u, None, old, None, states.get("rec"), None, None, buf, None, buf, None, None, None
         )
@@ -720,7 +727,7 @@ def _cached_consts(layer: Any, d: dict, x: Tensor) -> tuple[_Consts | None, dict
     ):
         return None, None
     p = dict(layer.params(x.ndim))
-    plan = None
+    plan = nplan = None
     for name in ("alpha", "pos_alpha", "neg_alpha", "beta", "pos_beta", "neg_beta"):
         if name in p:
             p[f"om_{name}"] = 1 - p[name]
@@ -735,10 +742,21 @@ def _cached_consts(layer: Any, d: dict, x: Tensor) -> tuple[_Consts | None, dict
             gamma, ngamma, w, nw = g("gamma"), None, g("rec_weight"), None
         thr, nthr = (p["threshold"], None) if spec.family == "B" else (p["pos_threshold"], p["neg_threshold"])
         c = _Consts(cfg, beta, nbeta, gamma, ngamma, thr, nthr, p["bias"], g("pos_scale"), g("neg_scale"), w, nw)
-        if _native_ok(cfg, x) and spec.family == "B" and not spec.recurrent:
-            n = _native_plan(tuple(x.shape), beta=beta, thr=thr, bias=p["bias"])
-            plan = native.StepPlan(n.layout, n.params["beta"], n.params["thr_e"], n.params["neg_thr"])
-    d["_stream_cache"] = (key, c, p, plan)
+        if not spec.dual and _native_ok(cfg, x):
+            raw = {
+                "beta": beta,
+                "thr": thr,
+                "nthr": nthr,
+                "bias": p["bias"],
+                "kp": g("pos_scale"),
+                "kn": g("neg_scale"),
+            }
+            n = _native_plan(tuple(x.shape), **raw, gamma=gamma, w=w)
+            if spec.family == "B" and not spec.recurrent:
+                plan = native.StepPlan(n.layout, n.params["beta"], n.params["thr_e"], n.params["neg_thr"])
+            else:
+                nplan = native.FireStep(_variant(spec), n.layout, n.params)
+    d["_stream_cache"] = (key, c, p, plan, nplan)
     d["_stream_fast"] = None
     if plan is not None and not spec.synaptic:
         conts = [params if k in params else buffers for k in d["_raw_names"]]
