@@ -10,6 +10,7 @@ import copy
 import os
 import random
 import shutil
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -347,3 +348,31 @@ def test_streaming_every_native_type_is_bit_identical(dtype, calls):
         for k, v in layer.get_states().items():
             assert torch.equal(v, ref.get_states()[k].detach()), (name, k)
         assert (ys != 0).any(), name
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_threaded_split_works_in_a_forked_child(monkeypatch):
+    """A child forked after the thread pool started (as DataLoader workers are) gets a pool of its own."""
+    monkeypatch.setattr(native, "_PAR_MIN", 0)
+    layer = tt.snn.LIB(7)
+    x = torch.randn(5, 4, 7)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with torch.no_grad():
+            want = layer.scan(x)  # starts the pool here
+            layer.zero_states()
+        assert native._pool is not None
+        pid = os.fork()
+        if pid == 0:  # the child: run the threaded kernel, report by exit code
+            code = 1
+            try:
+                signal.alarm(60)
+                with torch.no_grad():
+                    code = 0 if torch.equal(layer.scan(x), want) else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+    finally:
+        torch.set_num_threads(threads)

@@ -261,6 +261,17 @@ _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
 
+def _forget_pool_in_child() -> None:
+    """A forked child (a DataLoader worker, say) inherits the pool object but none of its threads: work handed to
+    it would never run. The child starts its own pool when it needs one."""
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_in_child)
+
+
 def _ranges(T: int, layout: tuple[int, int, int]) -> list[tuple[int, int]]:
     """``[o0, o1)`` ranges of the outer axis, one per thread."""
     outer, inner = layout[0], layout[1] * layout[2]
