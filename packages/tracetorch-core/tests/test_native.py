@@ -376,3 +376,15 @@ def test_threaded_split_works_in_a_forked_child(monkeypatch):
         assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
     finally:
         torch.set_num_threads(threads)
+
+
+def test_scan_under_torch_compile_gives_the_same_numbers():
+    """dynamo cannot trace the ctypes call: it breaks the graph there and the kernel runs eagerly."""
+    layer = tt.snn.RLIT(8)
+
+    def f(x):
+        layer.zero_states()
+        return layer.scan(x)
+
+    x = torch.randn(5, 3, 8, generator=torch.Generator().manual_seed(4)) * 2
+    assert torch.equal(torch.compile(f, backend="aot_eager")(x), f(x))
