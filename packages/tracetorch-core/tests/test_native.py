@@ -47,28 +47,20 @@ pytestmark = pytest.mark.skipif(not _compiler_works(), reason="no working C comp
 def calls(monkeypatch):
     """Counts native kernel calls (sequence forward and backward, streaming step)."""
     n = {"fwd": 0, "bwd": 0, "step": 0}
-    fwd, bwd, step, fire_step = native.fire_forward, native.fire_backward, native.lif_step, native.fire_step
 
-    def count_fwd(*a, **k):
-        n["fwd"] += 1
-        return fwd(*a, **k)
+    def counted(name: str, counter: str) -> None:
+        fn = getattr(native, name)
 
-    def count_bwd(*a, **k):
-        n["bwd"] += 1
-        return bwd(*a, **k)
+        def wrapper(*a, **k):
+            n[counter] += 1
+            return fn(*a, **k)
 
-    def count_step(*a, **k):
-        n["step"] += 1
-        return step(*a, **k)
+        monkeypatch.setattr(native, name, wrapper)
 
-    def count_fire_step(*a, **k):
-        n["step"] += 1
-        return fire_step(*a, **k)
-
-    monkeypatch.setattr(native, "lif_step", count_step)
-    monkeypatch.setattr(native, "fire_step", count_fire_step)
-    monkeypatch.setattr(native, "fire_forward", count_fwd)
-    monkeypatch.setattr(native, "fire_backward", count_bwd)
+    counted("fire_forward", "fwd")
+    counted("fire_backward", "bwd")
+    counted("lif_step", "step")
+    counted("fire_step", "step")
     return n
 
 

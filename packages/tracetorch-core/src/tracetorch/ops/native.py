@@ -18,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import itertools
+import math
 import os
 import platform
 import shutil
@@ -155,16 +156,12 @@ def variant_kernels(variant: str, dtype: torch.dtype) -> tuple | None:
                     fwd.argtypes, fwd.restype = [_CI64] * 5 + [_CPTR] * 9, None
                     bwd.argtypes, bwd.restype = [_CI64] * 5 + [_CPTR, _CF64, _CI32, _CI32] + [_CPTR] * 11, None
                     _variant_libs[key] = lib
-                except Exception as exc:  # any failure means: use the torch kernels
+                except Exception:  # any failure means: use the torch kernels
                     _variant_libs[key] = None
-                    _variant_errors[key] = str(exc)
     lib = _variant_libs[key]
     if lib is None:
         return None
     return getattr(lib, f"tt_fire_fwd_{sfx}_{variant}"), getattr(lib, f"tt_fire_bwd_{sfx}_{variant}")
-
-
-_variant_errors: dict[tuple[str, str], str] = {}
 
 
 _HUGE_MIN = 8 << 20
@@ -215,7 +212,6 @@ def _reset_for_tests(status: str | None = None) -> None:
     with _lock:
         _lib, _status = None, status
         _variant_libs.clear()
-        _variant_errors.clear()
 
 
 def param_layout(step_shape: tuple[int, ...], params: list[Tensor]) -> tuple[int, int, int, tuple[slice, ...]]:
@@ -233,25 +229,13 @@ def param_layout(step_shape: tuple[int, ...], params: list[Tensor]) -> tuple[int
         a = b = 0
     else:
         a, b = min(varying), max(varying) + 1
-    prod = _prod
     index = tuple(slice(None) if a <= d < b else slice(0, 1) for d in range(nd))
-    return prod(step_shape[:a]), prod(step_shape[a:b]), prod(step_shape[b:]), index
-
-
-def _prod(xs) -> int:
-    out = 1
-    for x in xs:
-        out *= int(x)
-    return out
+    return math.prod(step_shape[:a]), math.prod(step_shape[a:b]), math.prod(step_shape[b:]), index
 
 
 def flat_param(p: Tensor, step_shape: tuple[int, ...], index: tuple[slice, ...]) -> Tensor:
     """The parameter as the contiguous P-long vector of :func:`param_layout`."""
     return p.detach().expand(step_shape)[index].contiguous().reshape(-1)
-
-
-def _ptr(t: Tensor | None) -> int | None:
-    return None if t is None else t.data_ptr()
 
 
 # Whole-sequence kernels split the outer axis O (batch-like) over torch.get_num_threads() threads when the work is

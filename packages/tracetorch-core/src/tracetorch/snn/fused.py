@@ -482,8 +482,8 @@ def _native_forward(ctx, cfg: _Cfg, need: bool, u: Tensor, mem0: Tensor, rec0: T
 
 
 # the effective parameters of _FiringCore's inputs that the native kernels take, with their input positions
-_P_ORDER = ("beta", "gamma", "thr", "nthr", "bias", "kp", "kn", "w")
 _P_INPUT = {"beta": 7, "gamma": 9, "thr": 11, "nthr": 12, "bias": 13, "kp": 14, "kn": 15, "w": 16}
+_P_ORDER = tuple(_P_INPUT)  # the order they are saved in
 
 
 def _native_backward(ctx, gY: Tensor | None, g_memT: Tensor | None, g_recT: Tensor | None) -> tuple:
