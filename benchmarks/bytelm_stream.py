@@ -45,6 +45,19 @@ def retain_freed_memory() -> None:
         pass
 
 
+def machine() -> dict[str, object]:
+    """The machine and versions a benchmark result records."""
+    import tracetorch as tt
+
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "tracetorch": tt.__version__,
+        "python": platform.python_version(),
+    }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="bytelm-mamba.small", help="registry name, hf-hub id or directory")
@@ -58,7 +71,6 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="write to results/quick/ (git-ignored)")
     args = ap.parse_args()
 
-    import tracetorch as tt
     import tracetorch_zoo as zoo
 
     retain_freed_memory()
@@ -95,13 +107,7 @@ def main() -> int:
         "rss_growth_after_first_tenth_mib": growth / 2**20,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "samples": samples,
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(),
-            "torch": torch.__version__,
-            "tracetorch": tt.__version__,
-            "python": platform.python_version(),
-        },
+        "machine": machine(),
     }
     out = HERE / "results" / ("quick" if args.quick else "")
     out.mkdir(parents=True, exist_ok=True)

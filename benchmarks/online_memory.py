@@ -20,14 +20,13 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from bytelm_stream import machine, retain_freed_memory, rss_bytes
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_TEXT = HERE.parent / "experiments" / ".data" / "mhcc-sections.txt"
@@ -61,9 +60,7 @@ def _libc():
 
 
 def sample(libc) -> dict[str, float]:
-    with open("/proc/self/statm") as f:
-        rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    row = {"rss_mib": rss / 2**20}
+    row = {"rss_mib": rss_bytes() / 2**20}
     if libc is not None:
         m = libc.mallinfo2()
         row["heap_in_use_mib"] = (m.uordblks + m.hblkhd) / 2**20  # live small/large allocations + mmapped blocks
@@ -93,9 +90,7 @@ def main() -> int:
     import tracetorch_zoo as zoo
 
     libc = _libc()
-    if libc is not None:  # keep freed memory, as the zoo CLI and ttexp do
-        libc.mallopt(-4, 0)
-        libc.mallopt(-1, 1 << 30)
+    retain_freed_memory()  # as the zoo CLI and ttexp do
     torch.set_num_threads(args.threads)
     raw = text_path.read_bytes()
     raw = raw * (args.bytes // len(raw) + 1)
@@ -136,13 +131,7 @@ def main() -> int:
         "max_minus_min_after_first_sample_mib": {
             k: max(r[k] for r in rows) - min(r[k] for r in rows) for k in ("rss_mib", "heap_in_use_mib") if k in first
         },
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(),
-            "torch": torch.__version__,
-            "tracetorch": tt.__version__,
-            "python": platform.python_version(),
-        },
+        "machine": machine(),
     }
     out = HERE / "results" / ("quick" if args.quick else "")
     out.mkdir(parents=True, exist_ok=True)
