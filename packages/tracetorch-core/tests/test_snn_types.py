@@ -270,3 +270,17 @@ def test_streaming_cache_follows_parameter_changes():
         layer.raw("threshold").data = torch.full((4,), 2.0)  # new storage, same Parameter object
         layer.zero_states()
         assert layer(x).sum() == 0
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_final_states_own_their_memory(name):
+    """The final states of a training scan stay as they were after later scans reuse the kernels' pooled
+    scratch buffers (under D the torch kernel once returned a view of one)."""
+    layer = getattr(snn, name)(5).double()
+    x = torch.randn(8, 3, 5, dtype=DT) * 1.5
+    first = run(layer, x, None, "scan")
+    kept = {k: v.clone() for k, v in first[1].items()}
+    for scale in (0.5, -2.0):
+        run(layer, x * scale, None, "scan")
+    for k, v in kept.items():
+        assert torch.equal(first[1][k], v), f"final state {k} changed under a later scan"

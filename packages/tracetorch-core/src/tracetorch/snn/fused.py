@@ -222,7 +222,10 @@ class _FiringCore(torch.autograd.Function):
         ctx.save_for_backward(Y, M, NM, REC, NREC, SP, SN, mem0, nm0, rec0, nr0, beta, nbeta, gamma, ngamma, thr,
                               nthr, bias, kp, kn, w, nw)  # fmt: skip
         give_back_when_dead(ctx, (M, NM, REC, NREC, SP, SN))
-        finals = [mem if mem is not mem0 else mem.clone()] + ([nm if nm is not nm0 else nm.clone()] if dual else [])
+        # Final states must own their memory: under D without ternary spikes the last ``nm`` is a view of the
+        # pooled NM buffer, which a later call would overwrite once this graph is freed.
+        fresh_nm = nm is not nm0 and NM is None
+        finals = [mem if mem is not mem0 else mem.clone()] + ([nm if fresh_nm else nm.clone()] if dual else [])
         if rec_on:
             finals.append(rec.clone())
         if dual_rec:
