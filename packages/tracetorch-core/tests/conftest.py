@@ -32,7 +32,7 @@ def run(model: torch.nn.Module, x: torch.Tensor, initial: dict[str, torch.Tensor
         for key, leaf in inits.items():
             _set_state(model, key, leaf)
     y = tt.scan(model, x) if mode == "scan" else torch.stack([model(xt) for xt in x.unbind(0)])
-    w = torch.randn(y.shape, generator=torch.Generator().manual_seed(1), dtype=y.dtype)
+    w = torch.randn(y.shape, generator=torch.Generator().manual_seed(1), dtype=y.dtype).to(y.device)
     (y * w).sum().backward()
     grads = {"input": x.grad}
     grads.update({f"param:{n}": p.grad for n, p in model.named_parameters()})

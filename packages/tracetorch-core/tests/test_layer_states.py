@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 import tracetorch as tt
 from tracetorch import snn
@@ -120,3 +121,27 @@ def test_scan_rejects_bad_sequences():
         layer.scan(torch.randn(4))
     with pytest.raises(ValueError, match="empty sequence"):
         layer.scan(torch.randn(0, 2, 4))
+
+
+def test_autocast_keeps_recurrences_and_states_in_float32():
+    """Under bfloat16 autocast (CPU here; CUDA in test_cuda.py) every stateful layer keeps its recurrence and
+    hidden states in float32 while matrix products autocast; the stream then continues without autocast, and
+    the outputs stay close to the float32 run's."""
+    from tracetorch import rnn, ssm
+
+    torch.manual_seed(0)
+    # each stateful layer right after a Linear, so that it is fed bfloat16
+    model = tt.Model(nn.Linear(6, 8), rnn.GRU(8, 8), nn.Linear(8, 8), ssm.Mamba(8, 4, d_conv=3, expand=2),
+                     nn.Linear(8, 8), snn.LIEMA(8), nn.Linear(8, 3))  # fmt: skip
+    x = torch.randn(16, 2, 6)
+    with torch.no_grad():
+        ref = model.scan(x)
+        model.zero_states()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = model.scan(x[:8])
+            y_step = torch.stack([model(xt) for xt in x[8:12]])
+        assert y.dtype == torch.bfloat16  # the last Linear autocasts
+        assert all(v.dtype == torch.float32 for v in model.get_states().values())
+        y_rest = model.scan(x[12:])  # no autocast: float32 states meet float32 weights
+    got = torch.cat([y.float(), y_step.float(), y_rest])
+    assert (got - ref).abs().max() <= 0.05 * ref.abs().max()

@@ -231,6 +231,11 @@ def selective_scan(
     state saved at its start. Gradients flow to ``u``, ``delta``, ``A``, ``B``, ``C``, ``D`` and ``h0``.
     All tensors must share one dtype and device.
     """
+    if torch.is_autocast_enabled(u.device.type):  # the scan runs in float32 (or float64), never in half
+        dt = torch.promote_types(torch.float32, A.dtype)
+        u, delta, A, B, C, D, h0 = (None if t is None else t.to(dt) for t in (u, delta, A, B, C, D, h0))
+        with torch.autocast(u.device.type, enabled=False):
+            return selective_scan(u, delta, A, B, C, D, h0, chunk=chunk)
     _check(u, delta, A, B, C, D, h0)
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"selective_scan: chunk must be a positive int, got {chunk!r}")

@@ -14,13 +14,14 @@ give outputs and states ``[*, out_features, *]``, with every other axis treated 
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from ..functional import recurrent as R
-from ..layer import Layer
+from ..layer import Layer, under_autocast
 
 __all__ = ["GRU", "LSTM", "SimpleRNN"]
 
@@ -76,6 +77,7 @@ class _Recurrent(Layer):
         h = states["h"]
         if (
             h is not None
+            and not under_autocast(x)
             and x.ndim == 2
             and self.dim in (-1, 1)
             and h.shape[0] == x.shape[0]
@@ -104,7 +106,12 @@ class _Recurrent(Layer):
         xs = (x_seq.movedim(d, -1) if d != -1 else x_seq).reshape(t, -1, self.in_features)
         hx = [self._flat(state[k], d).unsqueeze(0) for k in self.state_list]
         flat_w = list(params.values())
-        out, *finals = self._fused(xs, hx, flat_w)
+        if xs.is_cuda:  # cuDNN warns that our per-parameter weights are not one flat buffer, and packs them
+            with warnings.catch_warnings():  # itself each call (a copy of the weights: small next to the sequence)
+                warnings.filterwarnings("ignore", "RNN module weights are not part of single contiguous", UserWarning)
+                out, *finals = self._fused(xs, hx, flat_w)
+        else:
+            out, *finals = self._fused(xs, hx, flat_w)
         shape = state["h"].shape
         y = self._unflat(out, torch.Size((t, *shape)), d)
         return y, {k: self._unflat(f.squeeze(0), shape, d) for k, f in zip(self.state_list, finals, strict=True)}

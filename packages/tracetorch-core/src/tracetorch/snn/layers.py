@@ -20,7 +20,7 @@ from torch import Tensor
 
 from ..functional.spike import make_spike_fn
 from ..functional.spiking import NAMES, NeuronSpec, neuron_step
-from ..layer import Layer
+from ..layer import Layer, under_autocast
 from . import sequence as _sequence
 from .fused import fast_native_step, stream_step
 
@@ -124,7 +124,7 @@ class SpikingLayer(Layer):
     def forward(self, x: Tensor) -> Tensor:
         """One time step. Without autograd (inference, streaming) a lean path with cached parameters runs;
         it computes the same numbers as the reference step."""
-        if not torch.is_grad_enabled() and not torch.compiler.is_compiling():
+        if not torch.is_grad_enabled() and not torch.compiler.is_compiling() and not under_autocast(x):
             fast = self.__dict__.get("_stream_fast")  # LIB on the native kernel, prepared by a first step
             if fast is not None:
                 y = fast_native_step(self.__dict__, fast, x)

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..functional import ssm as S
-from ..layer import Layer
+from ..layer import Layer, under_autocast
 from ..ops.selective_scan import selective_scan
 from ..state import Stateful
 
@@ -389,7 +389,7 @@ class Mamba(_Selective, _SSMLayer):
     def forward(self, x: Tensor) -> Tensor:
         """One time step. Without autograd (inference, streaming) and for ``[batch, D]`` inputs a lean path runs
         on preallocated buffers (:class:`_MambaStream`); it computes the same numbers as the reference step."""
-        if not torch.is_grad_enabled() and not torch.compiler.is_compiling():
+        if not torch.is_grad_enabled() and not torch.compiler.is_compiling() and not under_autocast(x):
             y = _MambaStream.step(self, x)
             if y is not None:
                 return y
