@@ -20,6 +20,7 @@ core, so they run before it as ordinary autograd ops (:mod:`tracetorch.snn.seque
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, NamedTuple
 
 import torch
@@ -27,7 +28,7 @@ from torch import Tensor
 
 from ..functional.spike import SpikeFunction, fire, surrogate_grad
 from ..functional.spiking import NeuronSpec
-from ..ops import native
+from ..ops import native, triton_fire
 from ..ops.workspace import give_back_when_dead, take
 
 __all__ = ["fast_native_step", "fused_firing_sequence", "stream_step"]
@@ -67,6 +68,17 @@ def _native_ok(cfg: _Cfg, u: Tensor) -> bool:
     if u.device.type != "cpu" or u.dtype not in (torch.float32, torch.float64):
         return False
     return native.variant_kernels(_variant(cfg.spec), u.dtype) is not None
+
+
+def _sequence_kernels(cfg: _Cfg, u: Tensor):
+    """The whole-sequence kernels that cover this call, or ``None`` (then the torch kernels below run): the native
+    C ones on the CPU (:func:`_native_ok`), the Triton ones on CUDA (:mod:`tracetorch.ops.triton_fire`); both for
+    the single-branch firing types with Heaviside spikes."""
+    if u.device.type == "cpu":
+        return native if _native_ok(cfg, u) else None
+    if cfg.spec.dual or cfg.mode != "heaviside" or not triton_fire.usable(u):
+        return None
+    return triton_fire
 
 
 def _variant(spec: NeuronSpec) -> str:
@@ -186,9 +198,18 @@ class _FiringCore(torch.autograd.Function):
         ctx, cfg: _Cfg, u, dn, mem0, nm0, rec0, nr0, beta, nbeta, gamma, ngamma, thr, nthr, bias, kp, kn, w, nw
     ):
         need = cfg.grad and any(ctx.needs_input_grad[1:])
-        if _native_ok(cfg, u):
+        kernels = _sequence_kernels(cfg, u)
+        if kernels is not None:
             p = {"beta": beta, "gamma": gamma, "thr": thr, "nthr": nthr, "bias": bias, "kp": kp, "kn": kn, "w": w}
-            return _native_forward(ctx, cfg, need, u, mem0, rec0, p)
+            try:
+                return _native_forward(ctx, cfg, need, u, mem0, rec0, p, kernels)
+            except Exception as exc:
+                if kernels is not triton_fire:
+                    raise
+                # a Triton kernel that does not compile or launch here: say so once, then the torch kernels run
+                triton_fire.disable(f"{type(exc).__name__}: {exc}")
+                warnings.warn(f"tracetorch: Triton firing kernels disabled ({exc}); using the torch kernels",
+                              RuntimeWarning, stacklevel=2)  # fmt: skip
         ctx.plan = None
         c = _Consts(cfg, beta, nbeta, gamma, ngamma, thr, nthr, bias, kp, kn, w, nw)
         dual, rec_on, dual_rec = c.dual, c.rec_on, c.dual_rec
@@ -463,22 +484,25 @@ class _FiringCore(torch.autograd.Function):
         )
 
 
-def _native_forward(ctx, cfg: _Cfg, need: bool, u: Tensor, mem0: Tensor, rec0: Tensor | None, p: dict) -> tuple:
-    """``_FiringCore.forward`` through the native kernel: one pass; saves the pre-reset membranes (the backward
-    recomputes the spikes from them) and, for R types, the recurrent traces."""
+def _native_forward(
+    ctx, cfg: _Cfg, need: bool, u: Tensor, mem0: Tensor, rec0: Tensor | None, p: dict, kernels=native
+) -> tuple:
+    """``_FiringCore.forward`` through a whole-sequence kernel (``kernels``: :mod:`tracetorch.ops.native`, or
+    :mod:`tracetorch.ops.triton_fire` on CUDA): one pass; saves the pre-reset membranes (the backward recomputes
+    the spikes from them) and, for R types, the recurrent traces."""
     spec = cfg.spec
     u = u.contiguous()
     mem0 = mem0.contiguous()
     rec0 = rec0.contiguous() if spec.recurrent else None
     step_shape = tuple(u.shape[1:])
     plan = _native_plan(step_shape, **p)
-    Y = native.empty_like_huge(u)
+    Y = native.empty_like_huge(u) if u.device.type == "cpu" else torch.empty_like(u)
     M = take(u) if need else None
     R = take(u) if need and spec.recurrent else None
     memT = torch.empty_like(mem0)
     recT = torch.empty_like(rec0) if spec.recurrent else None
-    native.fire_forward(_variant(spec), u.shape[0], plan.layout, plan.params, u, mem0, rec0, Y, M, R, memT, recT)
-    ctx.cfg, ctx.plan = cfg, plan
+    kernels.fire_forward(_variant(spec), u.shape[0], plan.layout, plan.params, u, mem0, rec0, Y, M, R, memT, recT)
+    ctx.cfg, ctx.plan, ctx.kernels = cfg, plan, kernels
     ctx.save_for_backward(M, R, mem0, rec0, *(p[k] for k in _P_ORDER))
     give_back_when_dead(ctx, (M, R))
     return (Y, memT, recT) if spec.recurrent else (Y, memT)
@@ -511,14 +535,15 @@ def _native_backward(ctx, gY: Tensor | None, g_memT: Tensor | None, g_recT: Tens
         "gamma": want["gamma"],
         "w": want["w"],
     }
-    accs = {k: torch.zeros(P, dtype=M.dtype) for k, on in slots.items() if on}
+    dev = M.device
+    accs = {k: torch.zeros(P, dtype=M.dtype, device=dev) for k, on in slots.items() if on}
     gY = torch.zeros_like(M) if gY is None else gY.contiguous()
     g_memT = None if g_memT is None else g_memT.contiguous()
     g_recT = None if g_recT is None else g_recT.contiguous()
-    gU = native.empty_like_huge(M) if needs[1] else None
-    g_mem0 = torch.empty(step_shape, dtype=M.dtype)
-    g_rec0 = torch.empty(step_shape, dtype=M.dtype) if spec.recurrent else None
-    native.fire_backward(
+    gU = (native.empty_like_huge(M) if dev.type == "cpu" else torch.empty_like(M)) if needs[1] else None
+    g_mem0 = torch.empty(step_shape, dtype=M.dtype, device=dev)
+    g_rec0 = torch.empty(step_shape, dtype=M.dtype, device=dev) if spec.recurrent else None
+    ctx.kernels.fire_backward(
         _variant(spec), plan.layout, plan.params, cfg.slope, cfg.surrogate, cfg.detach_reset, gY, M, R, mem0, rec0,
         g_memT, g_recT, gU, g_mem0, g_rec0, accs,
     )  # fmt: skip

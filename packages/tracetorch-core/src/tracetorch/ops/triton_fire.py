@@ -1,0 +1,134 @@
+"""Triton kernels for the single-branch firing types on CUDA: the GPU twin of ``_native_fire.inc``.
+
+On the GPU the torch kernels of :mod:`tracetorch.snn.fused` launch a dozen small kernels per time step, so a
+sequence of a few hundred steps is bound by launch latency, not by the GPU. These kernels run the whole
+sequence in one launch per direction: each program owns a block of neurons and loops over time with the
+membrane (and, backward, the adjoints and parameter-gradient partial sums) in registers, like the C kernels.
+Same variants (B, T, TS, each with or without R; S runs before them; Heaviside spikes with any of the four
+surrogate shapes), same arguments (:func:`fire_forward`, :func:`fire_backward` mirror
+:mod:`tracetorch.ops.native`), same saved tensors (pre-reset membranes, recurrent traces) and the same
+operations per element; the forward uses fused multiply-adds where torch's ``addcmul`` does.
+
+Optional: Triton ships with PyTorch's CUDA builds; without it (or with ``TRACETORCH_TRITON=0``) the torch kernels
+run. :func:`triton_status` says which. Parameter gradients are summed per element in the kernel and reduced
+over the batch-like axes with ``torch.sum`` (deterministic; no atomics).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import Tensor
+
+__all__ = ["fire_backward", "fire_forward", "triton_available", "triton_status"]
+
+_status: str | None = None
+_kernels = None
+
+SURROGATE_KIND = {"sigmoid": 0, "atan": 1, "fast_sigmoid": 2, "triangle": 3}
+# parameter and accumulator names, as in tracetorch.ops.native
+PARAM_SLOTS = ("beta", "thr_e", "neg_thr", "nthr", "nnthr_e", "kp", "kn", "gamma", "one_m_gamma", "w")
+ACC_SLOTS = ("beta", "vp", "rp", "vn", "rn", "kp", "kn", "gamma", "w")
+BLOCK = 256
+
+
+def _build():
+    import triton
+
+    from . import _triton_fire_kernels as k
+
+    return triton, k.fwd, k.bwd
+
+
+def _load():
+    global _status, _kernels
+    if _status is None:
+        if os.environ.get("TRACETORCH_TRITON", "1") == "0":
+            _status = "disabled by TRACETORCH_TRITON=0"
+        else:
+            try:
+                _kernels = _build()
+                _status = "available"
+            except Exception as exc:  # no triton (CPU-only torch builds): the torch kernels run
+                _status = f"unavailable: {type(exc).__name__}: {exc}"
+    return _kernels
+
+
+def triton_available() -> bool:
+    return _load() is not None
+
+
+def triton_status() -> str:
+    """``"available"`` or why not; after a first failing launch, also why (the torch kernels then run)."""
+    _load()
+    return _status or "unknown"
+
+
+def usable(u: Tensor) -> bool:
+    """Whether the Triton kernels take this sequence (a CUDA float32/float64 tensor, Triton importable)."""
+    if u.dtype not in (torch.float32, torch.float64):
+        return False
+    if not u.is_cuda:
+        return False
+    return _load() is not None
+
+
+def disable(reason: str) -> None:
+    """Stop using the kernels for the rest of the process (a launch failed: the torch kernels take over)."""
+    global _kernels, _status
+    _kernels, _status = None, f"disabled after an error: {reason}"
+
+
+def _params(params: dict[str, Tensor], like: Tensor) -> list[Tensor]:
+    dummy = like.new_zeros(1)
+    return [params.get(k, dummy) for k in PARAM_SLOTS]
+
+
+def _flags(variant: str) -> dict:
+    return {"TERN": variant.startswith("t"), "TS": variant.startswith("ts"), "REC": variant.endswith("r")}
+
+
+def fire_forward(
+    variant: str, T: int, layout: tuple[int, int, int], params: dict[str, Tensor], u: Tensor, mem0: Tensor,
+    rec0: Tensor | None, Y: Tensor, M: Tensor | None, R: Tensor | None, memT: Tensor, recT: Tensor | None,
+) -> None:  # fmt: skip
+    """:func:`tracetorch.ops.native.fire_forward` on CUDA tensors (contiguous, one dtype)."""
+    triton, fwd, _ = _load()
+    _, P, J = layout
+    n = mem0.numel()
+    f = _flags(variant)
+    save = M is not None
+    dummy = u.new_zeros(1)
+    pick = lambda t: dummy if t is None else t  # noqa: E731
+    grid = (triton.cdiv(n, BLOCK),)
+    fwd[grid](u, mem0, pick(rec0), Y, pick(M), pick(R), memT, pick(recT), *_params(params, u), T, n, P, J,
+              SAVE=save, BLOCK=BLOCK, **f)  # fmt: skip
+
+
+def fire_backward(
+    variant: str, layout: tuple[int, int, int], params: dict[str, Tensor], slope: float, surrogate: str,
+    detach_reset: bool, gY: Tensor, M: Tensor, R: Tensor | None, mem0: Tensor, rec0: Tensor | None,
+    gmemT: Tensor | None, grecT: Tensor | None, gU: Tensor | None, gmem0: Tensor, grec0: Tensor | None,
+    accs: dict[str, Tensor],
+) -> None:  # fmt: skip
+    """:func:`tracetorch.ops.native.fire_backward` on CUDA tensors: ``accs`` (P-long, by ``ACC_SLOTS`` name)
+    are added to."""
+    triton, _, bwd = _load()
+    outer, P, J = layout
+    T = M.shape[0]
+    n = mem0.numel()
+    wanted = [k for k in ACC_SLOTS if k in accs]
+    slot = {k: wanted.index(k) if k in accs else -1 for k in ACC_SLOTS}
+    acc = M.new_empty(max(len(wanted), 1), n)
+    dummy = M.new_zeros(1)
+    pick = lambda t: dummy if t is None else t  # noqa: E731
+    grid = (triton.cdiv(n, BLOCK),)
+    bwd[grid](gY, M, pick(R), mem0, pick(rec0), pick(gmemT), pick(grecT), pick(gU), gmem0, pick(grec0), acc,
+              *_params(params, M), T, n, P, J, torch.tensor([slope, 0.0 if detach_reset else 1.0], dtype=M.dtype,
+              device=M.device),
+              KIND=SURROGATE_KIND[surrogate], HAS_GMEM=gmemT is not None, HAS_GREC=grecT is not None,
+              WANT_GU=gU is not None, **{f"A_{k.upper()}": v for k, v in slot.items()}, BLOCK=BLOCK,
+              **_flags(variant))  # fmt: skip
+    for k in wanted:
+        accs[k] += acc[slot[k]].view(outer, P, J).sum((0, 2))

@@ -1,0 +1,99 @@
+"""The Triton firing kernels (:mod:`tracetorch.ops.triton_fire`, CUDA) against the torch kernels they replace:
+outputs, final states and every gradient for the 12 single-branch firing types, over ranks, learnable flags,
+layouts (per-neuron, per-channel, scalar), surrogates, detach_reset and non-zero initial states.
+
+Runs on a CUDA device; without one, on the CPU in Triton's interpreter when ``TRITON_INTERPRET=1`` is set
+(slow; how the kernels were developed). Skipped where Triton is not installed (CPU-only torch builds, CI)."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+import torch
+from conftest import assert_same_run, run
+
+from tracetorch import functional as F
+from tracetorch import snn
+from tracetorch.ops import triton_fire
+from tracetorch.snn import fused
+
+pytest.importorskip("triton")
+if torch.cuda.is_available():
+    DEVICE = torch.device("cuda")
+elif os.environ.get("TRITON_INTERPRET") == "1":
+    DEVICE = torch.device("cpu")
+else:
+    pytest.skip("no CUDA device (TRITON_INTERPRET=1 runs these on the CPU)", allow_module_level=True)
+
+SINGLE = [n for n in F.NAMES if F.NeuronSpec.from_name(n).fires and not F.NeuronSpec.from_name(n).dual]
+
+
+def with_kernels(monkeypatch, kernels):
+    """Route every whole-sequence firing call to ``kernels`` (``None``: the torch kernels)."""
+
+    def pick(cfg, u):
+        if kernels is None or cfg.spec.dual or cfg.mode != "heaviside":
+            return None
+        return kernels
+
+    monkeypatch.setattr(fused, "_sequence_kernels", pick)
+
+
+def test_there_are_twelve_single_branch_types():
+    assert len(SINGLE) == 12
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("name", SINGLE)
+def test_triton_matches_torch_kernels(name, dtype, monkeypatch):
+    rng = random.Random(name + str(dtype))
+    spec = F.NeuronSpec.from_name(name)
+    for trial, layout in enumerate(["dense", "conv", "scalar"]):
+        gen = torch.Generator().manual_seed(rng.randrange(10**6))
+        n = 6
+        kwargs = {}
+        for p in spec.params:
+            if p.constraint == "sigmoid":
+                v = torch.rand(n, generator=gen) * 0.8 + 0.1
+            elif p.constraint == "softplus":
+                v = torch.rand(n, generator=gen) + 0.5
+            else:
+                v = torch.randn(n, generator=gen) * 0.5 + (1.0 if "scale" in p.name else 0.0)
+            rank = 0 if layout == "scalar" else rng.choice([0, 1, 1])
+            kwargs[p.name] = v if rank == 1 else float(v[0])
+            kwargs[f"{p.name}_rank"] = rank
+            kwargs[f"learn_{p.name}"] = rng.random() < 0.8
+        kwargs["spike_fn"] = rng.choice(["sigmoid", "atan", "fast_sigmoid", "triangle"])
+        kwargs["detach_reset"] = trial == 1
+        layer = getattr(snn, name)(n, dim=-3 if layout == "conv" else -1, **kwargs).to(dtype=dtype)
+        step_shape = (2, n, 3, 2) if layout == "conv" else (3, n)
+        x = torch.randn(17, *step_shape, generator=gen, dtype=dtype) * 1.5
+        initial = None
+        if trial > 0:
+            initial = {s: torch.randn(step_shape, generator=gen, dtype=dtype) * 0.5 for s in layer.state_names}
+        layer = layer.to(DEVICE)
+        x = x.to(DEVICE)
+        initial = None if initial is None else {k: v.to(DEVICE) for k, v in initial.items()}
+        with_kernels(monkeypatch, None)
+        ref = run(layer, x, initial, "scan")
+        with_kernels(monkeypatch, triton_fire)
+        got = run(layer, x, initial, "scan")
+        assert triton_fire.triton_status() == "available", triton_fire.triton_status()  # ran, no fallback
+        if dtype == torch.float64:
+            assert_same_run(got, ref, exact_outputs=True, rtol=1e-10, atol=1e-12)
+        else:  # float32: spikes equal; sums over time in another order
+            assert_same_run(got, ref, exact_outputs=True, rtol=2e-4, atol=1e-5)
+        assert ref[0].abs().sum() > 0
+
+
+def test_selected_on_cuda_and_status():
+    if DEVICE.type != "cuda":
+        pytest.skip("selection is by device: CUDA only")
+    assert triton_fire.triton_status() == "available"
+    layer = snn.LIB(8).to(DEVICE)
+    x = torch.randn(5, 2, 8, device=DEVICE)
+    assert fused._sequence_kernels(fused._Cfg(layer.spec, "heaviside", "sigmoid", 4.0, False), x) is triton_fire
+    layer.scan(x).sum().backward()
+    assert triton_fire.triton_status() == "available"  # not disabled by a failing launch
