@@ -34,11 +34,15 @@ import worker as W  # noqa: E402
 import worker_rnn as WR  # noqa: E402
 
 from tracetorch.ops.triton_fire import triton_status  # noqa: E402
+from tracetorch.ops.triton_scan import triton_scan_status  # noqa: E402
 
 LIF_IMPLS = ["tracetorch-scan", "tracetorch-scan-torch", "tracetorch-steps", "snntorch", "spikingjelly-m",
              "spikingjelly-cupy", "norse"]  # fmt: skip
 LIF_STREAM_IMPLS = ["tracetorch", "snntorch", "spikingjelly-s", "norse", "inplace"]
-RNN_IMPLS = {"lstm": ["tracetorch-scan", "tracetorch-steps", "torch-nn"], "mamba": ["tracetorch-scan", "mambapy"]}
+RNN_IMPLS = {
+    "lstm": ["tracetorch-scan", "tracetorch-steps", "torch-nn"],
+    "mamba": ["tracetorch-scan", "tracetorch-scan-torch", "mambapy"],
+}
 RNN_STREAM_IMPLS = {"lstm": ["tracetorch", "torch-nn"], "mamba": ["tracetorch", "mambapy"]}
 
 
@@ -80,23 +84,28 @@ def version(dist: str | None) -> str | None:
         return None
 
 
+def without_triton(impl):
+    """Our scan on the torch kernels (what runs where Triton is not installed)."""
+    from tracetorch.ops import triton_scan
+    from tracetorch.snn import fused
+
+    inner = impl.forward
+
+    def forward(x):
+        kernels, usable = fused._sequence_kernels, triton_scan.usable
+        fused._sequence_kernels, triton_scan.usable = (lambda cfg, u: None), (lambda u: False)
+        try:
+            return inner(x)
+        finally:
+            fused._sequence_kernels, triton_scan.usable = kernels, usable
+
+    impl.forward = forward
+    return impl
+
+
 def lif_impl(name: str, prob: dict, workload: str) -> W.Impl:
-    if name == "tracetorch-scan-torch":  # our scan on the torch kernels (what runs without Triton)
-        from tracetorch.snn import fused
-
-        impl = W.ADAPTERS["tracetorch-scan"](prob, workload)
-        inner = impl.forward
-
-        def forward(x):
-            chosen = fused._sequence_kernels
-            fused._sequence_kernels = lambda cfg, u: None
-            try:
-                return inner(x)
-            finally:
-                fused._sequence_kernels = chosen
-
-        impl.forward = forward
-        return impl
+    if name == "tracetorch-scan-torch":
+        return without_triton(W.ADAPTERS["tracetorch-scan"](prob, workload))
     if name == "spikingjelly-cupy":  # SpikingJelly's fused multi-step CUDA kernel (needs cupy)
         import cupy  # noqa: F401
 
@@ -202,7 +211,10 @@ def rnn_suite(rows, args) -> None:
         for name in impls:
 
             def go(name=name, a=a, inp=inp):
-                impl = WR.ADAPTERS[name](a)
+                if name == "tracetorch-scan-torch":
+                    impl = without_triton(WR.ADAPTERS["tracetorch-scan"](a))
+                else:
+                    impl = WR.ADAPTERS[name](a)
                 return impl, measure_train(impl, inp["x_seq"], inp["grad_out"], args.repeats, args.warmup)
 
             run_one(rows, model, f"train T={args.rnn_T} B={args.B} D={args.D}", name, go)
@@ -281,7 +293,8 @@ def main() -> None:
     gpu = torch.cuda.get_device_name() if DEVICE == "cuda" else platform.processor() or "cpu"
     meta = {"gpu": gpu, "torch": torch.__version__, "cuda": torch.version.cuda, "git": git,
             "python": platform.python_version(), "time": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "repeats": args.repeats, "quick": q, "triton": triton_status()}  # fmt: skip
+            "repeats": args.repeats, "quick": q,
+            "triton": f"firing {triton_status()}, selective scan {triton_scan_status()}"}  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "gpu.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     (args.out / "gpu.md").write_text(report(rows, meta))

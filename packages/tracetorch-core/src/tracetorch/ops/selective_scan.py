@@ -20,10 +20,13 @@ reused across chunks and blocks, so they stay in cache; the numbers do not depen
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor
 
 from ..functional.ssm import LOG2E, selective_step
+from . import triton_scan
 
 __all__ = ["DEFAULT_CHUNK", "selective_scan", "selective_scan_ref"]
 
@@ -241,5 +244,12 @@ def selective_scan(
         raise ValueError(f"selective_scan: chunk must be a positive int, got {chunk!r}")
     if h0 is None:
         h0 = u.new_zeros(u.shape[1], u.shape[2], A.shape[-1])
+    if triton_scan.usable(u):  # CUDA: the Triton kernels (torch's per-step kernels are launch-bound there)
+        try:
+            return triton_scan.SelectiveScanTriton.apply(u, delta, A, B, C, D, h0, chunk)
+        except Exception as exc:  # a kernel that does not compile or launch here: say so once, then torch runs
+            triton_scan.disable(f"{type(exc).__name__}: {exc}")
+            warnings.warn(f"tracetorch: Triton selective scan disabled ({exc}); using the torch implementation",
+                          RuntimeWarning, stacklevel=2)  # fmt: skip
     args = [t.contiguous() for t in (u, delta, A)] + [B, C]  # B, C: any strides (often split views)
     return _SelectiveScan.apply(*args, None if D is None else D.contiguous(), h0.contiguous(), chunk)
