@@ -127,7 +127,7 @@ def test_triton_selective_scan_matches_reference(t, b, d, n, chunk, variant):
     torch.testing.assert_close(y32.double(), y_ref.detach(), rtol=1e-4, atol=1e-4)
     assert triton_scan_status() == "available"
     if DEVICE.type == "cuda":  # and selective_scan picks it on CUDA
-        from tracetorch.ops import selective_scan as S
+        from tracetorch.ops.selective_scan import selective_scan
 
-        y_sel, _ = S.selective_scan(*ins, chunk=chunk)
+        y_sel, _ = selective_scan(*ins, chunk=chunk)
         assert y_sel.grad_fn is not None and "SelectiveScanTriton" in type(y_sel.grad_fn).__name__

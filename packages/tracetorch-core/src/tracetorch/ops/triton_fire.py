@@ -85,6 +85,19 @@ def _params(params: dict[str, Tensor], like: Tensor) -> list[Tensor]:
     return [params.get(k, dummy) for k in PARAM_SLOTS]
 
 
+_CONSTS: dict[tuple, Tensor] = {}
+
+
+def _consts(slope: float, detach_reset: bool, like: Tensor) -> Tensor:
+    """``[slope, 1 (0 if detach_reset)]`` on the device, in the tensors' dtype (a kernel's float arguments are
+    float32): cached, since a fresh host-to-device copy each call would make the host wait for the GPU."""
+    key = (slope, detach_reset, like.dtype, like.device)
+    t = _CONSTS.get(key)
+    if t is None:
+        t = _CONSTS[key] = torch.tensor([slope, 0.0 if detach_reset else 1.0], dtype=like.dtype, device=like.device)
+    return t
+
+
 def _flags(variant: str) -> dict:
     return {"TERN": variant.startswith("t"), "TS": variant.startswith("ts"), "REC": variant.endswith("r")}
 
@@ -125,8 +138,7 @@ def fire_backward(
     pick = lambda t: dummy if t is None else t  # noqa: E731
     grid = (triton.cdiv(n, BLOCK),)
     bwd[grid](gY, M, pick(R), mem0, pick(rec0), pick(gmemT), pick(grecT), pick(gU), gmem0, pick(grec0), acc,
-              *_params(params, M), T, n, P, J, torch.tensor([slope, 0.0 if detach_reset else 1.0], dtype=M.dtype,
-              device=M.device),
+              *_params(params, M), T, n, P, J, _consts(float(slope), bool(detach_reset), M),
               KIND=SURROGATE_KIND[surrogate], HAS_GMEM=gmemT is not None, HAS_GREC=grecT is not None,
               WANT_GU=gU is not None, **{f"A_{k.upper()}": v for k, v in slot.items()}, BLOCK=BLOCK,
               **_flags(variant))  # fmt: skip
