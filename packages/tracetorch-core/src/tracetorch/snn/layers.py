@@ -20,9 +20,11 @@ from torch import Tensor
 
 from ..functional.spike import make_spike_fn
 from ..functional.spiking import NAMES, NeuronSpec, neuron_step
-from ..layer import Layer, under_autocast
+from ..layer import Layer
 from . import sequence as _sequence
 from .fused import fast_native_step, stream_step
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 __all__ = ["SpikingLayer", *NAMES]
 
@@ -124,7 +126,8 @@ class SpikingLayer(Layer):
     def forward(self, x: Tensor) -> Tensor:
         """One time step. Without autograd (inference, streaming) a lean path with cached parameters runs;
         it computes the same numbers as the reference step."""
-        if not torch.is_grad_enabled() and not torch.compiler.is_compiling() and not under_autocast(x):
+        # autocast changes no element-wise op: only a float16/bfloat16 input needs the general path's upcast
+        if not torch.is_grad_enabled() and not torch.compiler.is_compiling() and x.dtype not in _LOW_PRECISION:
             fast = self.__dict__.get("_stream_fast")  # LIB on the native kernel, prepared by a first step
             if fast is not None:
                 y = fast_native_step(self.__dict__, fast, x)
