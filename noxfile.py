@@ -18,6 +18,7 @@ CORE = ROOT / "packages" / "tracetorch-core"
 ZOO = ROOT / "packages" / "tracetorch-zoo"
 EXPERIMENTS = ROOT / "experiments"
 FRAMEWORK = EXPERIMENTS / "_framework"
+DEFAULT_LM = "bytelm-mamba.small"  # the byte LM the demo streams from (embedded in tracetorch-zoo)
 TORCH = "torch==2.13.0"  # the CPU build on this machine's disk; a bare "torch" would download a CUDA build
 
 nox.options.reuse_existing_virtualenvs = True
@@ -74,7 +75,7 @@ def demo(session: nox.Session) -> None:
     args = list(session.posargs) or ["--prompt", "Psalms 23:1: The Lord is my shepherd", "--max-bytes", "1500"]
     env = {"HF_HUB_OFFLINE": "1"}  # the default entry is embedded: nothing to fetch
     session.run(
-        "tracetorch-zoo", "generate", "bytelm-mamba.small", "--states", "preamble", "--temperature", "0.8", *args,
+        "tracetorch-zoo", "generate", DEFAULT_LM, "--states", "preamble", "--temperature", "0.8", *args,
         env=env,
     )  # fmt: skip
 
@@ -107,9 +108,7 @@ def zoo_install(session: nox.Session) -> None:
     session.run("tracetorch-zoo", "list", env=env)
     session.run("tracetorch-zoo", "--help", env=env, silent=True)
     # the embedded default model is package data: it must arrive with a plain (non-editable) install
-    session.run(
-        "tracetorch-zoo", "generate", "bytelm-mamba.small", "--prompt", "Psalms 1:1: ", "--max-bytes", "64", env=env
-    )
+    session.run("tracetorch-zoo", "generate", DEFAULT_LM, "--prompt", "Psalms 1:1: ", "--max-bytes", "64", env=env)
 
 
 @nox.session
