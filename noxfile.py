@@ -18,7 +18,7 @@ CORE = ROOT / "packages" / "tracetorch-core"
 ZOO = ROOT / "packages" / "tracetorch-zoo"
 EXPERIMENTS = ROOT / "experiments"
 FRAMEWORK = EXPERIMENTS / "_framework"
-DEFAULT_LM = "bytelm-mamba.small"  # the byte LM the demo streams from (embedded in tracetorch-zoo)
+DEFAULT_LM = "bytelm-mamba.small-v2"  # the byte LM the demo streams from (embedded in tracetorch-zoo)
 TORCH = "torch==2.13.0"  # the CPU build on this machine's disk; a bare "torch" would download a CUDA build
 
 nox.options.reuse_existing_virtualenvs = True
