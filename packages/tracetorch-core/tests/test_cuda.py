@@ -12,6 +12,8 @@ import os
 import pytest
 import torch
 from conftest import assert_same_run, run
+from test_snn_types import random_params
+from test_ssm import scan_inputs
 from torch import nn
 
 import tracetorch as tt
@@ -48,18 +50,8 @@ def on(device, layer, x, initial, mode):
 
 
 def spiking_layer(name, n=5):
-    g = torch.Generator().manual_seed(len(name) * 7 + 1)
-    spec = F.NeuronSpec.from_name(name)
-    kwargs = {}
-    for p in spec.params:
-        if p.constraint == "sigmoid":
-            v = torch.rand(n, generator=g, dtype=DT) * 0.8 + 0.1
-        elif p.constraint == "softplus":
-            v = torch.rand(n, generator=g, dtype=DT) + 0.5
-        else:
-            v = torch.randn(n, generator=g, dtype=DT) * 0.5 + (1.0 if "scale" in p.name else 0.0)
-        kwargs[p.name] = v
-    if spec.fires:
+    kwargs = random_params(name, n, torch.Generator().manual_seed(len(name) * 7 + 1))
+    if F.NeuronSpec.from_name(name).fires:
         kwargs["spike_fn"] = "sigmoid"
     return getattr(snn, name)(n, **kwargs).double()
 
@@ -119,12 +111,7 @@ def test_rnn_and_ssm_layers_on_cuda_match_cpu(kind):
 
 @pytest.mark.parametrize("chunk", [1, 7, 64])
 def test_selective_scan_on_cuda_matches_reference(chunk):
-    g = torch.Generator().manual_seed(chunk)
-    t, b, d, n = 50, 2, 6, 4
-    r = lambda *s: torch.randn(*s, generator=g, dtype=DT)  # noqa: E731
-    ins = [r(t, b, d), torch.rand(t, b, d, generator=g, dtype=DT) * 0.5 + 0.01,
-           -torch.rand(d, n, generator=g, dtype=DT) * 3 - 0.1, r(t, b, n), r(t, b, n), r(d), r(b, d, n)]  # fmt: skip
-    ins = [v.to(CUDA).requires_grad_(True) for v in ins]
+    ins = [v.detach().to(CUDA).requires_grad_(True) for v in scan_inputs(50, 2, 6, 4)]
     y, h = selective_scan(*ins, chunk=chunk)
     y_ref, h_ref = selective_scan_ref(*ins)
     torch.testing.assert_close(y, y_ref, rtol=1e-11, atol=1e-12)

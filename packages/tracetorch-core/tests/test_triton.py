@@ -13,6 +13,7 @@ import random
 import pytest
 import torch
 from conftest import assert_same_run, run
+from test_snn_types import random_params
 
 from tracetorch import functional as F
 from tracetorch import snn
@@ -49,22 +50,15 @@ def test_there_are_twelve_single_branch_types():
 @pytest.mark.parametrize("name", SINGLE)
 def test_triton_matches_torch_kernels(name, dtype, monkeypatch):
     rng = random.Random(name + str(dtype))
-    spec = F.NeuronSpec.from_name(name)
     for trial, layout in enumerate(["dense", "conv", "scalar"]):
         gen = torch.Generator().manual_seed(rng.randrange(10**6))
         n = 6
         kwargs = {}
-        for p in spec.params:
-            if p.constraint == "sigmoid":
-                v = torch.rand(n, generator=gen) * 0.8 + 0.1
-            elif p.constraint == "softplus":
-                v = torch.rand(n, generator=gen) + 0.5
-            else:
-                v = torch.randn(n, generator=gen) * 0.5 + (1.0 if "scale" in p.name else 0.0)
+        for p, v in random_params(name, n, gen).items():
             rank = 0 if layout == "scalar" else rng.choice([0, 1, 1])
-            kwargs[p.name] = v if rank == 1 else float(v[0])
-            kwargs[f"{p.name}_rank"] = rank
-            kwargs[f"learn_{p.name}"] = rng.random() < 0.8
+            kwargs[p] = v if rank == 1 else float(v[0])
+            kwargs[f"{p}_rank"] = rank
+            kwargs[f"learn_{p}"] = rng.random() < 0.8
         kwargs["spike_fn"] = rng.choice(["sigmoid", "atan", "fast_sigmoid", "triangle"])
         kwargs["detach_reset"] = trial == 1
         layer = getattr(snn, name)(n, dim=-3 if layout == "conv" else -1, **kwargs).to(dtype=dtype)

@@ -16,72 +16,37 @@ over the batch-like axes with ``torch.sum`` (deterministic; no atomics).
 
 from __future__ import annotations
 
-import os
-
 import torch
 from torch import Tensor
 
+from ._triton import LazyKernels, cdiv
+from .native import ACC_SLOTS, PARAM_SLOTS, SURROGATE_KIND
+
 __all__ = ["fire_backward", "fire_forward", "triton_available", "triton_status"]
 
-_status: str | None = None
-_kernels = None
-
-SURROGATE_KIND = {"sigmoid": 0, "atan": 1, "fast_sigmoid": 2, "triangle": 3}
-# parameter and accumulator names, as in tracetorch.ops.native
-PARAM_SLOTS = ("beta", "thr_e", "neg_thr", "nthr", "nnthr_e", "kp", "kn", "gamma", "one_m_gamma", "w")
-ACC_SLOTS = ("beta", "vp", "rp", "vn", "rn", "kp", "kn", "gamma", "w")
+_K = LazyKernels("_triton_fire_kernels")
 BLOCK = 256
 
 
-def _build():
-    import triton
-
-    from . import _triton_fire_kernels as k
-
-    return triton, k.fwd, k.bwd
-
-
-def _load():
-    global _status, _kernels
-    if _status is None:
-        if os.environ.get("TRACETORCH_TRITON", "1") == "0":
-            _status = "disabled by TRACETORCH_TRITON=0"
-        else:
-            try:
-                _kernels = _build()
-                _status = "available"
-            except Exception as exc:  # no triton (CPU-only torch builds): the torch kernels run
-                _status = f"unavailable: {type(exc).__name__}: {exc}"
-    return _kernels
-
-
 def triton_available() -> bool:
-    return _load() is not None
+    return _K.load() is not None
 
 
 def triton_status() -> str:
     """``"available"`` or why not; after a first failing launch, also why (the torch kernels then run)."""
-    _load()
-    return _status or "unknown"
+    _K.load()
+    return _K.status or "unknown"
 
 
 def usable(u: Tensor) -> bool:
     """Whether the Triton kernels take this sequence (a CUDA float32/float64 tensor, Triton importable)."""
-    if u.dtype not in (torch.float32, torch.float64):
-        return False
-    if not u.is_cuda:
-        return False
-    return _load() is not None
+    return u.is_cuda and u.dtype in (torch.float32, torch.float64) and _K.load() is not None
 
 
-def disable(reason: str) -> None:
-    """Stop using the kernels for the rest of the process (a launch failed: the torch kernels take over)."""
-    global _kernels, _status
-    _kernels, _status = None, f"disabled after an error: {reason}"
+disable = _K.disable
 
 
-def _params(params: dict[str, Tensor], like: Tensor) -> list[Tensor]:
-    dummy = like.new_zeros(1)
+def _params(params: dict[str, Tensor], dummy: Tensor) -> list[Tensor]:
     return [params.get(k, dummy) for k in PARAM_SLOTS]
 
 
@@ -107,16 +72,15 @@ def fire_forward(
     rec0: Tensor | None, Y: Tensor, M: Tensor | None, R: Tensor | None, memT: Tensor, recT: Tensor | None,
 ) -> None:  # fmt: skip
     """:func:`tracetorch.ops.native.fire_forward` on CUDA tensors (contiguous, one dtype)."""
-    triton, fwd, _ = _load()
     _, P, J = layout
     n = mem0.numel()
     f = _flags(variant)
     save = M is not None
     dummy = u.new_zeros(1)
     pick = lambda t: dummy if t is None else t  # noqa: E731
-    grid = (triton.cdiv(n, BLOCK),)
-    fwd[grid](u, mem0, pick(rec0), Y, pick(M), pick(R), memT, pick(recT), *_params(params, u), T, n, P, J,
-              SAVE=save, BLOCK=BLOCK, **f)  # fmt: skip
+    grid = (cdiv(n, BLOCK),)
+    _K.load().fwd[grid](u, mem0, pick(rec0), Y, pick(M), pick(R), memT, pick(recT), *_params(params, dummy), T, n,
+                        P, J, SAVE=save, BLOCK=BLOCK, **f)  # fmt: skip
 
 
 def fire_backward(
@@ -127,7 +91,6 @@ def fire_backward(
 ) -> None:  # fmt: skip
     """:func:`tracetorch.ops.native.fire_backward` on CUDA tensors: ``accs`` (P-long, by ``ACC_SLOTS`` name)
     are added to."""
-    triton, _, bwd = _load()
     outer, P, J = layout
     T = M.shape[0]
     n = mem0.numel()
@@ -136,9 +99,9 @@ def fire_backward(
     acc = M.new_empty(max(len(wanted), 1), n)
     dummy = M.new_zeros(1)
     pick = lambda t: dummy if t is None else t  # noqa: E731
-    grid = (triton.cdiv(n, BLOCK),)
-    bwd[grid](gY, M, pick(R), mem0, pick(rec0), pick(gmemT), pick(grecT), pick(gU), gmem0, pick(grec0), acc,
-              *_params(params, M), T, n, P, J, _consts(float(slope), bool(detach_reset), M),
+    grid = (cdiv(n, BLOCK),)
+    _K.load().bwd[grid](gY, M, pick(R), mem0, pick(rec0), pick(gmemT), pick(grecT), pick(gU), gmem0, pick(grec0), acc,
+              *_params(params, dummy), T, n, P, J, _consts(float(slope), bool(detach_reset), M),
               KIND=SURROGATE_KIND[surrogate], HAS_GMEM=gmemT is not None, HAS_GREC=grecT is not None,
               WANT_GU=gU is not None, **{f"A_{k.upper()}": v for k, v in slot.items()}, BLOCK=BLOCK,
               **_flags(variant))  # fmt: skip

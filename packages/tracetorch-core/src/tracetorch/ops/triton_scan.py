@@ -5,47 +5,28 @@ tensors where Triton is installed (``TRACETORCH_TRITON=0``: never); :func:`trito
 
 from __future__ import annotations
 
-import os
-
 import torch
 from torch import Tensor
 
 from ..functional.ssm import LOG2E
+from ._triton import LazyKernels, cdiv
 
 __all__ = ["triton_scan_status", "usable"]
 
 BD = 32  # channels per program
-_status: str | None = None
-_kernels = None
-
-
-def _load():
-    global _status, _kernels
-    if _status is None:
-        if os.environ.get("TRACETORCH_TRITON", "1") == "0":
-            _status = "disabled by TRACETORCH_TRITON=0"
-        else:
-            try:
-                from . import _triton_scan_kernels as k
-
-                _kernels, _status = k, "available"
-            except Exception as exc:  # no triton: the torch implementation runs
-                _status = f"unavailable: {type(exc).__name__}: {exc}"
-    return _kernels
+_K = LazyKernels("_triton_scan_kernels")
 
 
 def triton_scan_status() -> str:
-    _load()
-    return _status or "unknown"
+    _K.load()
+    return _K.status or "unknown"
 
 
 def usable(u: Tensor) -> bool:
-    return u.is_cuda and u.dtype in (torch.float32, torch.float64) and _load() is not None
+    return u.is_cuda and u.dtype in (torch.float32, torch.float64) and _K.load() is not None
 
 
-def disable(reason: str) -> None:
-    global _kernels, _status
-    _kernels, _status = None, f"disabled after an error: {reason}"
+disable = _K.disable
 
 
 def _np(n: int) -> int:
@@ -55,21 +36,19 @@ def _np(n: int) -> int:
 class SelectiveScanTriton(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, h0, chunk):
-        import triton
-
-        k = _load()
+        k = _K.load()
         t, b, d = u.shape
         n = A.shape[-1]
         u, delta, B, C, h0 = (v.contiguous() for v in (u, delta, B, C, h0))
         A = A.contiguous()
         a2 = (A * LOG2E).contiguous()
         K = max(1, min(chunk, t))
-        n_chunks = triton.cdiv(t, K)
+        n_chunks = cdiv(t, K)
         y = torch.empty_like(u)
         hT = u.new_empty(b, d, n)
         ckpt = u.new_empty(n_chunks, b, d, n)
         dummy = u.new_zeros(1)
-        grid = (b, triton.cdiv(d, BD))
+        grid = (b, cdiv(d, BD))
         k.scan_fwd[grid](u, delta, a2, B, C, dummy if D is None else D.contiguous(), h0, y, hT, ckpt, t, b, d, n, K,
                          HAS_D=D is not None, BD=BD, NP=_np(n))  # fmt: skip
         ctx.save_for_backward(u, delta, A, a2, B, C, D, ckpt)
@@ -79,13 +58,11 @@ class SelectiveScanTriton(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, gy, ghT):
-        import triton
-
-        k = _load()
+        k = _K.load()
         u, delta, A, a2, B, C, D, ckpt = ctx.saved_tensors
         t, b, d = u.shape
         n = A.shape[-1]
-        nd = triton.cdiv(d, BD)
+        nd = cdiv(d, BD)
         gy = torch.zeros_like(u) if gy is None else gy.contiguous()
         scratch = u.new_empty(ctx.K, b, d, n)
         gu, gdelta = torch.empty_like(u), torch.empty_like(u)

@@ -1,0 +1,39 @@
+"""The lazy loading shared by the Triton kernel modules (:mod:`.triton_fire`, :mod:`.triton_scan`)."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from types import ModuleType
+
+
+class LazyKernels:
+    """A module of Triton kernels (``tracetorch.ops.<name>``, which imports triton), imported on first use.
+
+    ``status`` is ``"available"`` or why not: no Triton (CPU-only torch builds), ``TRACETORCH_TRITON=0``, or a
+    launch that failed (:meth:`disable`); the callers then run their torch implementations."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.kernels: ModuleType | None = None
+        self.status: str | None = None
+
+    def load(self) -> ModuleType | None:
+        if self.status is None:
+            if os.environ.get("TRACETORCH_TRITON", "1") == "0":
+                self.status = "disabled by TRACETORCH_TRITON=0"
+            else:
+                try:
+                    self.kernels = importlib.import_module(f"{__package__}.{self.name}")
+                    self.status = "available"
+                except Exception as exc:  # no triton: the torch implementation runs
+                    self.status = f"unavailable: {type(exc).__name__}: {exc}"
+        return self.kernels
+
+    def disable(self, reason: str) -> None:
+        """Stop using the kernels for the rest of the process (a launch failed)."""
+        self.kernels, self.status = None, f"disabled after an error: {reason}"
+
+
+def cdiv(a: int, b: int) -> int:
+    return -(-a // b)
