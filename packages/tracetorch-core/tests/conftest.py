@@ -67,3 +67,43 @@ def assert_same_run(a, b, exact_outputs: bool = True, rtol: float = 1e-9, atol: 
         if ga[k] is not None:
             assert ga[k].abs().sum() > 0 or gb[k].abs().sum() == 0
             torch.testing.assert_close(ga[k], gb[k], rtol=rtol, atol=atol, msg=lambda m, k=k: f"grad {k}: {m}")
+
+
+# every layer family the core ships: the 32 spiking types, the recurrent cells and the state-space layers
+RECURRENT_KINDS = ("SimpleRNN", "LSTM", "GRU")
+SSM_KINDS = ("S4D", "S6", "Mamba")
+LAYER_KINDS = (*tt.functional.NAMES, *RECURRENT_KINDS, *SSM_KINDS)
+SPIKE_FNS = ("sigmoid", "atan", "fast_sigmoid", "triangle", "round", "smooth")
+
+
+def random_layer(kind: str, n: int, rng, *, dim: int = -1, dtype: torch.dtype = torch.float64) -> tt.Layer:
+    """A layer of ``kind`` (:data:`LAYER_KINDS`) on ``n`` features along ``dim``, drawn from ``rng`` (a
+    ``random.Random``): a spiking type gets random parameter values, ranks, learnable flags, spike function and
+    reset mode (``test_snn_types.random_params``); the others random sizes and their torch-style inits."""
+    gen = torch.Generator().manual_seed(rng.randrange(2**31))
+    if kind in tt.functional.NAMES:
+        from test_snn_types import random_params
+
+        kwargs = {}
+        for p, v in random_params(kind, n, gen).items():
+            rank = rng.choice([0, 1])
+            kwargs[p] = v if rank == 1 else float(v[0])
+            kwargs[f"{p}_rank"] = rank
+            kwargs[f"learn_{p}"] = rng.random() < 0.8
+        if tt.functional.NeuronSpec.from_name(kind).fires:
+            kwargs["spike_fn"] = rng.choice(SPIKE_FNS)
+            kwargs["detach_reset"] = rng.random() < 0.3
+        layer = getattr(tt.snn, kind)(n, dim=dim, **kwargs)
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(rng.randrange(2**31))
+            if kind in RECURRENT_KINDS:
+                extra = {"nonlinearity": rng.choice(["tanh", "relu"])} if kind == "SimpleRNN" else {}
+                layer = getattr(tt.rnn, kind)(n, rng.randint(1, 5), dim=dim, bias=rng.random() < 0.8, **extra)
+            elif kind == "S4D":
+                layer = tt.ssm.S4D(n, rng.randint(1, 4), dim=dim)
+            elif kind == "S6":
+                layer = tt.ssm.S6(n, rng.randint(1, 4), rng.randint(1, 3), dim=dim)
+            else:
+                layer = tt.ssm.Mamba(n, rng.randint(1, 3), d_conv=rng.randint(2, 4), expand=rng.randint(1, 2), dim=dim)
+    return layer.to(dtype)

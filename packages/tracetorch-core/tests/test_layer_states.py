@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import random
+
 import pytest
 import torch
+from conftest import LAYER_KINDS, random_layer
 from torch import nn
 
 import tracetorch as tt
 from tracetorch import snn
+
+DT = torch.float64
+# per-step input shapes by layout, for n features: (dim, shape)
+LAYOUTS = {"dense": (-1, lambda n: (3, n)), "conv": (-3, lambda n: (2, n, 2, 2)), "unbatched": (-1, lambda n: (n,))}
 
 
 def test_states_created_lazily_from_first_input():
@@ -145,3 +154,37 @@ def test_autocast_keeps_recurrences_and_states_in_float32():
         y_rest = model.scan(x[12:])  # no autocast: float32 states meet float32 weights
     got = torch.cat([y.float(), y_step.float(), y_rest])
     assert (got - ref).abs().max() <= 0.05 * ref.abs().max()
+
+
+def _values(layer) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in layer.get_states().items()}
+
+
+@pytest.mark.parametrize("kind", LAYER_KINDS)
+def test_outputs_never_share_memory_with_hidden_states(kind):
+    """Changing a returned output in place (``y.add_(1)``) leaves the stream as it was, for every layer type,
+    in step mode (with and without autograd) and in scan mode (LI's scan once returned its final state as a
+    view of the output; LI, LIEMA, LSTM, GRU and SimpleRNN steps returned the state tensor itself)."""
+    rng = random.Random(kind)
+    for layout in ("dense", "conv", "unbatched"):
+        dim, shape_of = LAYOUTS[layout]
+        layer = random_layer(kind, 3, rng, dim=dim)
+        x = torch.randn(6, *shape_of(3), generator=torch.Generator().manual_seed(rng.randrange(1000)), dtype=DT)
+        for mode in ("step", "no_grad step", "scan", "no_grad scan"):
+            mutated, clean = copy.deepcopy(layer), copy.deepcopy(layer)
+            grad = contextlib.nullcontext() if mode in ("step", "scan") else torch.no_grad()
+            for m, change in ((mutated, True), (clean, False)):
+                with grad:
+                    outs = [m.scan(x[:4])] if "scan" in mode else [m(xt) for xt in x[:4]]
+                if change:
+                    with torch.no_grad():
+                        for y in outs:
+                            y.add_(1.0)
+            assert _values(mutated).keys() == _values(clean).keys()
+            for k, v in _values(clean).items():
+                assert torch.equal(_values(mutated)[k], v), f"{kind} {layout} {mode}: state {k} changed"
+            with grad:
+                go_on = [
+                    m.scan(x[4:]) if "scan" in mode else torch.stack([m(xt) for xt in x[4:]]) for m in (mutated, clean)
+                ]
+            assert torch.equal(go_on[0], go_on[1]), f"{kind} {layout} {mode}: the continuation changed"

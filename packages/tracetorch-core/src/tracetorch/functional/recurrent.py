@@ -4,7 +4,8 @@ Weights use PyTorch's layout, so they are interchangeable with ``nn.RNNCell``/``
 (and layer 0 of ``nn.RNN``/``nn.LSTM``/``nn.GRU``): ``weight_ih [G*H, I]``, ``weight_hh [G*H, H]``,
 ``bias_ih``, ``bias_hh [G*H]`` with gates in torch's order (LSTM: i, f, g, o; GRU: r, z, n).
 
-* ``*_step`` call ATen's fused cells (``torch.lstm_cell`` ...), the kernels ``nn.LSTMCell`` runs;
+* ``*_step`` call ATen's fused cells (``torch.lstm_cell`` ...), the kernels ``nn.LSTMCell`` runs; the output
+  they return is a copy of the new ``h``, never the state tensor itself (a caller may change it in place);
 * ``*_step_ref`` spell out the math with basic ops: the reference the tests compare against.
 
 Inputs are ``[batch, I]`` (any leading axes are flattened by the layers), states ``[batch, H]``.
@@ -31,10 +32,10 @@ Weights = dict[str, Tensor]
 
 
 def rnn_step(x: Tensor, state: dict[str, Tensor], w: Weights, nonlinearity: str = "tanh"):
-    """Elman RNN: ``h <- act(W_ih x + b_ih + W_hh h + b_hh)``; returns ``(h, {"h": h})``."""
+    """Elman RNN: ``h <- act(W_ih x + b_ih + W_hh h + b_hh)``; returns ``(h, {"h": h})`` (the output a copy)."""
     cell = torch.rnn_tanh_cell if nonlinearity == "tanh" else torch.rnn_relu_cell
     h = cell(x, state["h"], w["weight_ih"], w["weight_hh"], w.get("bias_ih"), w.get("bias_hh"))
-    return h, {"h": h}
+    return h.clone(), {"h": h}
 
 
 def rnn_step_ref(x: Tensor, state: dict[str, Tensor], w: Weights, nonlinearity: str = "tanh"):
@@ -44,11 +45,12 @@ def rnn_step_ref(x: Tensor, state: dict[str, Tensor], w: Weights, nonlinearity: 
 
 
 def lstm_step(x: Tensor, state: dict[str, Tensor], w: Weights):
-    """LSTM: ``i, f, g, o`` gates; ``c <- f c + i g``; ``h <- o tanh(c)``; returns ``(h, {"h", "c"})``."""
+    """LSTM: ``i, f, g, o`` gates; ``c <- f c + i g``; ``h <- o tanh(c)``; returns ``(h, {"h", "c"})`` (the output
+    a copy)."""
     h, c = torch.lstm_cell(
         x, (state["h"], state["c"]), w["weight_ih"], w["weight_hh"], w.get("bias_ih"), w.get("bias_hh")
     )
-    return h, {"h": h, "c": c}
+    return h.clone(), {"h": h, "c": c}
 
 
 def lstm_step_ref(x: Tensor, state: dict[str, Tensor], w: Weights):
@@ -60,9 +62,10 @@ def lstm_step_ref(x: Tensor, state: dict[str, Tensor], w: Weights):
 
 
 def gru_step(x: Tensor, state: dict[str, Tensor], w: Weights):
-    """GRU: ``r, z`` gates, ``n = tanh(W_in x + b_in + r (W_hn h + b_hn))``, ``h <- (1 - z) n + z h``."""
+    """GRU: ``r, z`` gates, ``n = tanh(W_in x + b_in + r (W_hn h + b_hn))``, ``h <- (1 - z) n + z h``; returns
+    ``(h, {"h": h})`` (the output a copy)."""
     h = torch.gru_cell(x, state["h"], w["weight_ih"], w["weight_hh"], w.get("bias_ih"), w.get("bias_hh"))
-    return h, {"h": h}
+    return h.clone(), {"h": h}
 
 
 def gru_step_ref(x: Tensor, state: dict[str, Tensor], w: Weights):

@@ -160,7 +160,7 @@ def neuron_step(
     """One step of any of the 32 neuron types (the reference; see the module docstring for the math).
 
     ``state`` maps the spec's state names to tensors shaped like ``x``; ``params`` maps parameter names to
-    effective values broadcastable to ``x``. Returns ``(y, new_state)``.
+    effective values broadcastable to ``x``. Returns ``(y, new_state)``; ``y`` never shares memory with a state.
     """
     p, new = params, {}
     # S: synaptic trace
@@ -192,9 +192,9 @@ def neuron_step(
     if not spec.fires:
         if spec.dual:
             new["pos_mem"], new["neg_mem"] = pos_mem, neg_mem
-        else:
-            new["mem"] = mem
-        return m, new
+            return m, new
+        new["mem"] = mem
+        return m.clone(), new  # the output never shares memory with a state (a caller may change it in place)
 
     # F: firing
     f = spike_fn

@@ -661,8 +661,8 @@ def stream_step(layer: Any, x: Tensor) -> Tensor | None:
             nm = _li_membrane(u.clamp(max=0), p, "neg_beta", states["neg_mem"], spec.ema)
             states["pos_mem"], states["neg_mem"] = pm, nm
             return pm + nm
-        y = states["mem"] = _li_membrane(u, p, "beta", states["mem"], spec.ema)
-        return y
+        mem = states["mem"] = _li_membrane(u, p, "beta", states["mem"], spec.ema)
+        return mem.clone()  # the output is the membrane's value, never the state itself
     if spec.dual:
         mem, nm, rec, nr, sp, sn = _step(
             c, u.clamp(min=0), u.clamp(max=0), states["pos_mem"], states["neg_mem"],

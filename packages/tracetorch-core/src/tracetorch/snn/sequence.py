@@ -77,5 +77,5 @@ def li_membrane_sequence(
         new["pos_mem"], new["neg_mem"] = pos[-1], neg[-1]
         return pos + neg, new
     mem = membrane(u, p["beta"], state["mem"])
-    new["mem"] = mem[-1]
+    new["mem"] = mem[-1].clone()  # not a view of the output, which the caller may change in place
     return mem, new
