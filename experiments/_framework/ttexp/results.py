@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["check_expected", "flatten", "read_results", "table_header", "write_json"]
+__all__ = ["check_expected", "flatten", "read_results", "table_header", "write_json", "write_weights"]
 
 
 def write_json(path: str | Path, data: Any) -> Path:
@@ -21,6 +21,19 @@ def write_json(path: str | Path, data: Any) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=1, sort_keys=False, allow_nan=False) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def write_weights(model, path: str | Path) -> Path:
+    """A model's ``state_dict`` as safetensors, atomically (temporary file + rename): a killed run never leaves
+    a short weights file under the final name. Record "done" only after this returns."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp))
     os.replace(tmp, path)
     return path
 

@@ -11,7 +11,11 @@ Register a model class, save it with named state snapshots, and load it back str
     model = zoo.load_pretrained("out/tiny", states="primed")
 """
 
-from . import bytelm  # registers the byte LM architectures (bytelm-mamba, bytelm-lstm)
+from . import (
+    audio,  # registers snn-keyword-spotter
+    bytelm,  # registers the byte LM architectures (bytelm-mamba, bytelm-lstm)
+    vision,  # registers snn-conv-classifier
+)
 from ._version import __version__
 from .architectures import architecture_names, build, get_architecture, model_config, register
 from .errors import IncompatibleFileError, UnknownArchitectureError, ZooError
@@ -26,6 +30,7 @@ __all__ = [
     "ZooError",
     "__version__",
     "architecture_names",
+    "audio",
     "build",
     "bytelm",
     "download",
@@ -47,4 +52,5 @@ __all__ = [
     "save_pretrained",
     "verify_files",
     "verify_golden",
+    "vision",
 ]

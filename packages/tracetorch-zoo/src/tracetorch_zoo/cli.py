@@ -1,7 +1,8 @@
 """``tracetorch-zoo``: list, inspect, download, generate from and publish zoo models.
 
     tracetorch-zoo list [PATTERN]
-    tracetorch-zoo info NAME_OR_ID
+    tracetorch-zoo info NAME_OR_ID [--card]
+    tracetorch-zoo eval NAME_OR_ID [--data PATH]
     tracetorch-zoo download NAME_OR_ID
     tracetorch-zoo generate NAME_OR_ID --prompt TEXT [--max-bytes N] [--temperature T] [--top-k K] [--seed S]
                                        [--states SNAPSHOT]
@@ -9,6 +10,8 @@
 
 NAME_OR_ID is a registry name, ``hf-hub:owner/name@revision`` or a local directory. ``--endpoint`` and
 ``--token`` default to the Hugging Face client's own settings (``HF_ENDPOINT``, ``HF_TOKEN``).
+``info`` shows a model's metrics and hidden-state snapshots (``--card``: its whole model card); ``eval`` reproduces
+its headline metric where the test data is on this machine, or else its golden tensors, and says which.
 ``generate`` streams bytes to stdout as they are produced; it needs a model with a ``stream_bytes`` method
 (the byte language models).
 """
@@ -42,14 +45,57 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _metric_line(m: dict) -> str:
+    from .card import dataset_of
+
+    split = f" ({m['split']})" if m.get("split") else ""
+    return f"  {m['name']:40s} {m['value']!s:>8s}  {dataset_of(m)[1]}{split}"
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
+    import tracetorch as tt
+
     folder = _folder(args.name, args)
-    card = folder / "README.md"
-    print(card.read_text() if card.is_file() else f"(no model card in {folder})")
     cfg = read_config(folder)
-    print(f"folder: {folder}\nsnapshots: {', '.join(list_snapshots(folder)) or 'none'}")
+    meta = cfg.get("metadata", {})
+    if args.card:
+        card = folder / "README.md"
+        print(card.read_text() if card.is_file() else f"(no model card in {folder})")
+        return 0
+    print(f"# {meta.get('name', cfg['architecture'])}")
     print(f"architecture: {cfg['architecture']}  parameters: {cfg['num_parameters']:,}")
+    if hub.parse_id(args.name)[0] == "registry":
+        e = get_entry(args.name)
+        size = e.metadata.get("size_bytes")
+        where = "embedded in tracetorch-zoo" if e.embedded else "downloaded"
+        print(f"source: {e.repo_id}@{e.revision} ({where}{f', {size / 1e6:.1f} MB' if size else ''})")
+        print(f"license: {e.license or '?'}")
+    elif meta.get("license"):
+        print(f"license: {meta['license']}")
+    if meta.get("experiment"):
+        sha = meta.get("git_sha", "?")[:12]
+        print(f"produced by: experiment {meta['experiment']} {meta.get('version', '')} (git {sha})")
+    for title, key in (("metrics", "metrics"), ("compared with", "comparisons")):
+        if meta.get(key):
+            print(f"{title}:")
+            for m in meta[key]:
+                print(_metric_line(m))
+    names = list_snapshots(folder)
+    print("snapshots:" + ("" if names else " none"))
+    for name in names:
+        _, info = tt.read_states(folder / "states" / f"{name}.safetensors")
+        what = info.get("meaning") or ", ".join(f"{k}={v}" for k, v in sorted(info.items()) if k != "architecture")
+        print(f"  {name}: {what}")
+    print(f"folder: {folder}")
     return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluation import evaluate
+
+    report = evaluate(_folder(args.name, args), data=args.data)
+    print(f"{args.name}: {report}")
+    return 0 if report.ok else 1
 
 
 def _cmd_download(args: argparse.Namespace) -> int:
@@ -109,10 +155,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="registered models")
     p.add_argument("pattern", nargs="?", default="*")
     p.set_defaults(fn=_cmd_list)
-    for name, fn, what in (("info", _cmd_info, "model card and details"), ("download", _cmd_download, "fetch")):
-        p = sub.add_parser(name, help=what)
-        p.add_argument("name")
-        p.set_defaults(fn=fn)
+    p = sub.add_parser("info", help="metrics, snapshots and source of a model")
+    p.add_argument("name")
+    p.add_argument("--card", action="store_true", help="print the whole model card instead")
+    p.set_defaults(fn=_cmd_info)
+    p = sub.add_parser("eval", help="reproduce the headline metric (or the golden tensors) and say which")
+    p.add_argument("name")
+    p.add_argument("--data", default=None, help="folder or file holding the test data (default: where it is installed)")
+    p.set_defaults(fn=_cmd_eval)
+    p = sub.add_parser("download", help="fetch")
+    p.add_argument("name")
+    p.set_defaults(fn=_cmd_download)
     p = sub.add_parser("generate", help="stream bytes from a byte language model")
     p.add_argument("name")
     p.add_argument("--prompt", required=True)

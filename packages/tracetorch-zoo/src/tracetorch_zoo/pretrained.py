@@ -107,7 +107,7 @@ def save_pretrained(
         save_file(weights, tmp / "model.safetensors", metadata={"format": "pt"})
         from .card import render_card
 
-        (tmp / "README.md").write_text(render_card(config, sorted(states or {})))
+        (tmp / "README.md").write_text(render_card(config, sorted(states or {}), state_info))
         for name, snapshot in (states or {}).items():
             info = {"architecture": cfg["architecture"], "snapshot": name, "batch_size": _batch_size(snapshot)}
             info.update((state_info or {}).get(name, {}))
