@@ -188,3 +188,77 @@ def test_outputs_never_share_memory_with_hidden_states(kind):
                     m.scan(x[4:]) if "scan" in mode else torch.stack([m(xt) for xt in x[4:]]) for m in (mutated, clean)
                 ]
             assert torch.equal(go_on[0], go_on[1]), f"{kind} {layout} {mode}: the continuation changed"
+
+
+@pytest.mark.parametrize("kind", LAYER_KINDS)
+def test_training_after_inference_mode(kind):
+    """A stream run under ``torch.inference_mode()`` (scan or steps), then training (from zero states or from
+    where the stream stopped) or no-grad streaming: no "Inference tensors cannot be saved for backward" (S6 and
+    Mamba with frozen A_log/D once kept their derived parameters from inference mode; LIB's streaming step read
+    the version counter of an inference tensor), and the numbers of a run under ``no_grad`` instead."""
+    rng = random.Random(kind)
+    layer = random_layer(kind, 3, rng)
+    for name, p in layer.named_parameters():
+        if name in ("A_log", "D", "conv1d.weight") or rng.random() < 0.3:
+            p.requires_grad_(False)
+    x = torch.randn(6, 2, 3, generator=torch.Generator().manual_seed(5), dtype=DT)
+    for how in ("scan", "steps"):
+        for after in ("train from zero", "train on", "no_grad scan", "no_grad steps"):
+            outs = []
+            for mode in (torch.inference_mode, torch.no_grad):
+                m = copy.deepcopy(layer)
+                with mode():
+                    first = m.scan(x[:3]) if how == "scan" else torch.stack([m(xt) for xt in x[:3]])
+                if after == "train from zero":
+                    m.zero_states()
+                if after.startswith("train"):
+                    x_in = x.clone().requires_grad_()  # something to train even if every parameter is frozen
+                    y = m.scan(x_in[3:5])
+                    y.sum().backward()
+                    m.detach_states()
+                    y_last = m(x_in[5])
+                    y_last.sum().backward()
+                    y = torch.cat([y, y_last[None]])
+                else:
+                    with torch.no_grad():
+                        y = m.scan(x[3:]) if after == "no_grad scan" else torch.stack([m(xt) for xt in x[3:]])
+                grads = [p.grad for p in m.parameters() if p.grad is not None]
+                if after.startswith("train"):
+                    grads.append(x_in.grad)
+                outs.append((first.clone(), y.detach(), grads))
+            (f1, y1, g1), (f2, y2, g2) = outs
+            assert torch.equal(f1, f2) and torch.equal(y1, y2), f"{kind} {how} then {after}"
+            assert len(g1) == len(g2) and all(torch.equal(a, b) for a, b in zip(g1, g2, strict=True))
+
+
+@pytest.mark.parametrize("kind", LAYER_KINDS)
+def test_batch_feature_and_dtype_changes_mid_stream_are_state_errors(kind):
+    """Mid-stream, an input with another batch size, feature size or dtype raises ``tt.StateError`` in every
+    mode (the general step, the no-grad streaming paths, scan) and leaves the states as they were (a float64
+    input to a float32 stream was silently promoted, and so was the stream; a wrong feature size was a plain
+    ValueError)."""
+    layer = random_layer(kind, 3, random.Random(kind), dtype=torch.float32)
+    x = torch.randn(4, 2, 3, generator=torch.Generator().manual_seed(2))
+    changed = {
+        "batch": x[:, :1].repeat(1, 3, 1),
+        "feature": torch.randn(4, 2, 4),
+        "dtype": x.double(),
+    }
+    for mode in ("step", "no_grad step", "scan"):
+        for what, bad in changed.items():
+            # a float32 stream; for spiking types (which promote) also a float64 one, then fed float32
+            for start in (x, x.double()) if kind in tt.functional.NAMES else (x,):
+                if what == "dtype" and start.dtype == torch.float64:
+                    bad = x
+                m = copy.deepcopy(layer)
+                with torch.no_grad() if mode == "no_grad step" else contextlib.nullcontext():
+                    m.scan(start[:2]) if mode == "scan" else [m(xt) for xt in start[:2]]
+                    before = _values(m)
+                    with pytest.raises(tt.StateError, match="mid-stream"):
+                        m.scan(bad[2:]) if mode == "scan" else m(bad[2])
+                after = _values(m)
+                assert after.keys() == before.keys()
+                assert all(torch.equal(after[k], v) for k, v in before.items()), f"{kind} {mode} {what}: states changed"
+                m.zero_states()  # a new stream may take another batch size (or dtype, where the layer takes it)
+                if what == "batch" or (what == "dtype" and kind in tt.functional.NAMES):
+                    m.scan(bad[2:]) if mode == "scan" else m(bad[2])

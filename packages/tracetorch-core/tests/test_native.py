@@ -257,7 +257,10 @@ def test_fast_streaming_path_follows_every_change_of_the_stream():
         m.zero_states()
     stream(2, batch=5)  # a new stream with another batch size
     both(torch.randn(6, 5, generator=gen).t() * 1.2)  # a non-contiguous step
-    both(torch.randn(5, 6, generator=gen, dtype=torch.float64))  # another dtype: promoted as the reference does
+    for m in (layer, ref):  # another dtype mid-stream is refused on both paths, the stream kept as it was
+        with torch.no_grad(), pytest.raises(tt.StateError, match="dtype changed mid-stream"):
+            m(torch.randn(5, 6, dtype=torch.float64))
+    both(torch.randn(5, 6, generator=gen) * 1.2)
     for m in (layer, ref):
         m.zero_states()
     stream(2, batch=5)

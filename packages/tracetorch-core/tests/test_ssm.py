@@ -346,8 +346,11 @@ def test_mamba_streaming_falls_back_and_checks_inputs():
         layer(torch.randn(3, 4))
         with pytest.raises(tt.StateError):
             layer(torch.randn(5, 4))
-        with pytest.raises(ValueError, match="expects 4 features"):
+        with pytest.raises(tt.StateError, match="expects 4 features"):  # mid-stream: a StateError
             layer(torch.randn(3, 6))
+        with pytest.raises(tt.StateError, match="dtype changed mid-stream"):
+            layer(torch.randn(3, 4, dtype=DT))
+        layer.zero_states()
         with pytest.raises(RuntimeError, match="dtype"):  # not the parameters' dtype: the reference's error
             layer(torch.randn(3, 4, dtype=DT))
 

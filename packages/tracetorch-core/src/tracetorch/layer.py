@@ -15,8 +15,10 @@ A layer is a thin stateful shell around a pure step function ``(x, state, params
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -26,7 +28,7 @@ from .errors import StateError
 from .params import Constraint, get_constraint
 from .state import Stateful
 
-__all__ = ["Layer", "step_loop"]
+__all__ = ["Layer", "normal_tensors", "step_loop"]
 
 
 def step_loop(step, x_seq: Tensor, state: Sequence[Tensor], params: Any) -> tuple[Tensor, Any]:
@@ -40,6 +42,15 @@ def step_loop(step, x_seq: Tensor, state: Sequence[Tensor], params: Any) -> tupl
         y, state = step(x, state, params)
         ys.append(y)
     return torch.stack(ys), state
+
+
+@contextlib.contextmanager
+def normal_tensors() -> Iterator[None]:
+    """Autograd off, and tensors made inside are normal ones even within ``torch.inference_mode()``: for values
+    cached across calls. An inference tensor kept in a cache breaks the first training step after the cache was
+    filled under inference mode ("Inference tensors cannot be saved for backward")."""
+    with torch.inference_mode(False), torch.no_grad():
+        yield
 
 
 _any_autocast = getattr(torch._C, "_is_any_autocast_enabled", None)  # one C call (~0.1 us): the streaming hot path
@@ -209,7 +220,7 @@ class Layer(Stateful):
         """
         self._folded = {}
         if on:
-            with torch.no_grad():
+            with normal_tensors():
                 self._folded = {n: c.forward(self.raw(n)).detach() for n, c in self._constraints.items()}
         self._warned_folded = False
 
@@ -241,13 +252,17 @@ class Layer(Stateful):
         return d - ndim if d >= 0 else d
 
     def check_input(self, shape: Sequence[int]) -> int:
-        """Validate a per-step input shape; returns the (negative) feature axis."""
+        """Validate a per-step input shape; returns the (negative) feature axis. A wrong feature size is a
+        ``ValueError``, or a ``StateError`` mid-stream (when the layer holds states)."""
         d = self.feature_dim(len(shape))
         if shape[d] != self.in_features:
-            raise ValueError(
+            msg = (
                 f"{type(self).__name__} expects {self.in_features} features along dim {self.dim}, "
                 f"got a per-step input of shape {tuple(shape)}"
             )
+            if any(s is not None for s in self._states.values()):
+                raise StateError(f"{msg}: the feature size changed mid-stream (states were kept as they are)")
+            raise ValueError(msg)
         return d
 
     def state_shape(self, name: str, input_shape: torch.Size) -> torch.Size:
@@ -258,6 +273,16 @@ class Layer(Stateful):
         shape = list(input_shape)
         shape[self.feature_dim(len(shape))] = self.num_neurons
         return torch.Size(shape)
+
+    def state_dtype(self, name: str, input_dtype: torch.dtype) -> torch.dtype:
+        """The dtype of state ``name`` for per-step inputs of ``input_dtype``: the dtype the step computes in, the
+        input's promoted with the layer's floating parameters and buffers. Override for a state kept in another
+        precision."""
+        dtype = input_dtype
+        for t in itertools.chain(self.parameters(), self.buffers()):
+            if t.is_floating_point():
+                dtype = torch.promote_types(dtype, t.dtype)
+        return dtype
 
     def check_state_tensor(self, name: str, value: Tensor) -> str | None:
         problem = super().check_state_tensor(name, value)
@@ -271,20 +296,34 @@ class Layer(Stateful):
         return None
 
     def prepare_states(self, input_shape: torch.Size, dtype: torch.dtype, device: torch.device) -> Any:
-        """The current states for a per-step input of ``input_shape``: created as zeros if not yet there,
-        else checked against it (``StateError`` if the batch or feature size changed mid-stream)."""
+        """The current states for a per-step input of ``input_shape`` and ``dtype``: created as zeros (in
+        :meth:`state_dtype`) if not yet there, else checked against it: ``StateError`` if the batch or feature
+        size, the device or the dtype changed mid-stream. A state made under ``torch.inference_mode()`` is
+        continued outside it as a normal tensor with the same values."""
         values = []
-        for name, s in self._states.items():
+        states = self._states
+        compiling = torch.compiler.is_compiling()  # dynamo cannot trace is_inference()
+        for name, s in states.items():
             want = self.state_shape(name, input_shape)
             if s is None:
-                s = torch.zeros(want, dtype=dtype, device=device)
-            elif s.shape != want or s.device != device:
-                raise StateError(
-                    f"{type(self).__name__}: hidden state {name!r} has shape {tuple(s.shape)} on {s.device}, "
-                    f"but a per-step input of shape {tuple(input_shape)} on {device} needs {tuple(want)}. "
-                    "The batch or feature size (or device) changed mid-stream; call zero_states() to start "
-                    "a new stream. States are never re-initialised silently."
-                )
+                s = torch.zeros(want, dtype=self.state_dtype(name, dtype), device=device)
+            else:
+                if s.shape != want or s.device != device:
+                    raise StateError(
+                        f"{type(self).__name__}: hidden state {name!r} has shape {tuple(s.shape)} on {s.device}, "
+                        f"but a per-step input of shape {tuple(input_shape)} on {device} needs {tuple(want)}. "
+                        "The batch or feature size (or device) changed mid-stream; call zero_states() to start "
+                        "a new stream. States are never re-initialised silently."
+                    )
+                if s.dtype != dtype and s.dtype != self.state_dtype(name, dtype):
+                    raise StateError(
+                        f"{type(self).__name__}: hidden state {name!r} is {s.dtype}, but a per-step input of "
+                        f"{dtype} needs {self.state_dtype(name, dtype)}. The dtype changed mid-stream; call "
+                        "zero_states() to start a new stream, or convert the layer with .to(dtype) (its states "
+                        "follow). States are never converted silently."
+                    )
+                if not (compiling or s.requires_grad) and s.is_inference() and not torch.is_inference_mode_enabled():
+                    s = states[name] = s.clone()  # made under inference mode: autograd cannot save it
             values.append(s)
         return self.State._make(values) if self.State is not None else dict(zip(self._states, values, strict=True))
 

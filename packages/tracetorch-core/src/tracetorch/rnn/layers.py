@@ -84,6 +84,11 @@ class _Recurrent(Layer):
             and x.shape[1] == self.in_features
             and h.shape[1] == self.out_features
             and h.device == x.device
+            and h.dtype is x.dtype
+            # autograd cannot save an inference tensor (a stream begun under inference mode): the general path
+            and (
+                h.requires_grad or not torch.is_grad_enabled() or torch.compiler.is_compiling() or not h.is_inference()
+            )
             and all(v is not None for v in states.values())
         ):
             y, new = self._cell(x, states, self.params(2))

@@ -28,6 +28,7 @@ from torch import Tensor
 
 from ..functional.spike import SpikeFunction, fire, surrogate_grad
 from ..functional.spiking import NeuronSpec
+from ..layer import normal_tensors
 from ..ops import native, triton_fire
 from ..ops.workspace import give_back_when_dead, take
 
@@ -639,7 +640,7 @@ def stream_step(layer: Any, x: Tensor) -> Tensor | None:
     states = d["_states"]
     shape = x.shape
     for v in states.values():
-        if v is None or v.shape != shape or v.device != x.device:
+        if v is None or v.shape != shape or v.device != x.device or v.dtype is not x.dtype:
             layer.check_input(shape)  # first step of a stream, or an error with a clear message
             states.update(layer.prepare_states(shape, x.dtype, x.device))
             break
@@ -676,7 +677,15 @@ def stream_step(layer: Any, x: Tensor) -> Tensor | None:
         # when nothing can observe the change: no autograd history, a dense buffer of the result's dtype. That
         # leaves one allocation per step (the spikes), which matters: a fresh [32, 1024] float32 tensor is exactly
         # glibc's mmap threshold and can page-fault on every step.
-        buf = old if not old.requires_grad and old.is_contiguous() and old.dtype == u.dtype else None
+        # (an inference tensor is written in place only under inference mode; PyTorch refuses it elsewhere)
+        buf = (
+            old
+            if not old.requires_grad
+            and old.is_contiguous()
+            and old.dtype == u.dtype
+            and (not old.is_inference() or torch.is_inference_mode_enabled())
+            else None
+        )
         plan, nplan = d["_stream_cache"][3:5]
         if plan is not None and buf is not None and u.is_contiguous():
             y = torch.empty_like(u)
@@ -709,17 +718,20 @@ def fast_native_step(d: dict, fast: list, x: Tensor) -> Tensor | None:
     (then the general path runs and refreshes the cache). ``fast``: plan, step shape, dtype, the raw parameters'
     (container, name, version, address), spike function, folded constants, and the membrane tensor last
     checked with its version (the kernel writes it in place without a version bump, so while the same tensor
-    keeps its version nothing has touched its shape, dtype, device or layout)."""
+    keeps its version nothing has touched its shape, dtype, device or layout; an inference tensor, which has no
+    version counter, is checked at every step)."""
     plan, shape, dtype, stamp, spike_fn, folded, seen, seen_version = fast
     if d.get("_spike") is not spike_fn or d["_folded"] is not folded:
         return None
     mem = d["_states"].get("mem")
     if mem is None:
         return None
-    if mem is not seen or mem._version != seen_version:
+    if mem is not seen or seen_version is None or mem._version != seen_version:
+        # a new membrane, one changed in place, or one made under inference mode (no version counter: checked
+        # at every step)
         if mem.shape != shape or mem.dtype is not dtype or not mem.is_cpu or not mem.is_contiguous():
             return None
-        fast[6], fast[7] = mem, mem._version
+        fast[6], fast[7] = mem, None if mem.is_inference() else mem._version
     if mem.requires_grad or x.shape != shape or x.dtype is not dtype or not x.is_cpu or not x.is_contiguous():
         return None
     for container, name, version, ptr in stamp:
@@ -754,6 +766,12 @@ def _cached_consts(layer: Any, d: dict, x: Tensor) -> tuple[_Consts | None, dict
         r.dtype != x.dtype or r.device != x.device for r in raws
     ):
         return None, None
+    with normal_tensors():  # the cache outlives an inference_mode block: no inference tensors in it
+        return _fill_stream_cache(layer, d, x, key, raws, spike_fn)
+
+
+def _fill_stream_cache(layer: Any, d: dict, x: Tensor, key: tuple, raws: list, spike_fn: Any) -> tuple:
+    params, buffers, spec = d["_parameters"], d["_buffers"], layer.spec
     p = dict(layer.params(x.ndim))
     plan = nplan = None
     for name in ("alpha", "pos_alpha", "neg_alpha", "beta", "pos_beta", "neg_beta"):

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..functional import ssm as S
-from ..layer import Layer, under_autocast
+from ..layer import Layer, normal_tensors, under_autocast
 from ..ops.selective_scan import selective_scan
 from ..state import Stateful
 
@@ -66,6 +66,7 @@ class _SSMLayer(Layer):
 
         Derived once per call; when no gradient can flow (``no_grad``, or frozen parameters) the result is
         reused until a parameter changes (tracked by version counters and storage), which matters when streaming.
+        The reused tensors are normal ones even when made under ``torch.inference_mode()``.
         """
         sources = self._derive_sources()
         if torch.compiler.is_compiling() or (torch.is_grad_enabled() and any(p.requires_grad for p in sources)):
@@ -78,7 +79,7 @@ class _SSMLayer(Layer):
             *[(p.dtype, p.device) for p in sources],
         )  # fmt: skip
         if key != self._derived_key:
-            with torch.no_grad():
+            with normal_tensors():  # never an inference tensor: the cache outlives an inference_mode block
                 self._derived = self._derive()
             self._derived_key = key
             self._derived_sources = sources
@@ -484,7 +485,7 @@ class _MambaStream:
         if cache is None or cache[0] != key:
             if any(p.dtype != x.dtype or p.device != x.device for p in srcs):
                 return None
-            with torch.no_grad():
+            with normal_tensors():
                 p = layer._derive()
             # F.linear(x, w) is mm(x, w.t()): the same views give bit-identical products
             w_t = (srcs[0].t(), srcs[3].t(), srcs[4].t(), srcs[8].t())
