@@ -123,6 +123,28 @@ def test_long_scan_matches_steps(kind):
 
 
 @pytest.mark.parametrize("kind", LAYERS)
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_a_non_finite_input_reaches_no_earlier_output(kind, bad):
+    """A NaN (or inf) at step t leaves the outputs before t as they were, in scan as in the steps (S4D's FFT
+    scan once spread it to every step), and the scan still equals the steps, non-finite values included."""
+    make, _ = LAYERS[kind]
+    layer = make(3).double()
+    x = torch.randn(12, 2, 3, dtype=DT)
+    clean = run(layer, x, None, "scan")[0]
+    x[7, 1, 2] = bad
+    for mode in ("scan", "steps"):
+        m = copy.deepcopy(layer)
+        y = m.scan(x) if mode == "scan" else torch.stack([m(xt) for xt in x])
+        torch.testing.assert_close(y[:7], clean[:7], rtol=1e-10, atol=1e-12, msg=lambda m, mode=mode: f"{mode}: {m}")
+        assert not torch.isfinite(y[7:]).all()
+    initial = initial_states(layer, (2, 3))
+    (ya, fa, _), (yb, fb, _) = run(layer, x, initial, "scan"), run(layer, x, initial, "steps")
+    torch.testing.assert_close(ya, yb, rtol=1e-10, atol=1e-12, equal_nan=True)
+    for k in fa:
+        torch.testing.assert_close(fa[k], fb[k], rtol=1e-10, atol=1e-12, equal_nan=True)
+
+
+@pytest.mark.parametrize("kind", LAYERS)
 def test_float32_scan_tracks_float64_steps(kind):
     make, _ = LAYERS[kind]
     layer = make(6)

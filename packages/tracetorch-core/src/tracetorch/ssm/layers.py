@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..functional import ssm as S
-from ..layer import Layer, normal_tensors, under_autocast
+from ..layer import Layer, normal_tensors, step_loop, under_autocast
 from ..ops.selective_scan import selective_scan
 from ..state import Stateful
 
@@ -184,7 +184,8 @@ class S4D(_SSMLayer):
     Parameters: ``log_dt`` ``[D]``; ``A_log`` ``[D, N]`` = ``log(1..N)`` (S4D-Real: ``A = -(1..N)``);
     ``B`` ``[D, N]`` = 1 (as in S4D's reference code: only the product ``C B`` reaches the output, so ``B`` at 1
     keeps the state the plain ZOH-filtered input); ``C`` ``[D, N]`` ~ N(0, 1/N); ``D`` ``[D]`` = 1.
-    State: ``h`` ``[*, D, *, N]``. ``scan`` uses the convolution form (FFT), exact up to rounding.
+    State: ``h`` ``[*, D, *, N]``. ``scan`` uses the convolution form (FFT), exact up to rounding; a sequence with
+    a NaN or inf runs the recurrence, so that, as in the steps, it reaches no earlier output.
     """
 
     def __init__(
@@ -214,6 +215,11 @@ class S4D(_SSMLayer):
         return y, {"h": h}
 
     def _sequence(self, xs, state, p):
+        # The FFT mixes every step into every output: a NaN or inf at step t would reach the outputs before t. Such
+        # an input runs the recurrence instead, as the steps do (one sum tells: cheap next to the FFT; a finite
+        # input whose sum overflows just takes the recurrence too).
+        if not torch.compiler.is_compiling() and not torch.isfinite(xs.detach().sum()):
+            return step_loop(self._step, xs, state, p)
         t = xs.shape[0]
         h0 = state["h"].transpose(0, 1).contiguous()  # [D, batch, N]
         x = xs.permute(2, 1, 0).contiguous()  # [D, batch, T]: time last for the FFT, channels batch the matmuls
