@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import stat
+
 import pytest
 import torch
 from torch import nn
@@ -155,3 +158,89 @@ def test_writes_are_atomic_and_validated(tmp_path):
         model.save_states(tmp_path / "s.bin")
     assert path.read_bytes() == original
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.safetensors"]  # no temporary files left behind
+
+
+def test_a_complex_tensor_for_a_real_state_is_refused(tmp_path):
+    model = make()
+    model(torch.randn(2, 3))
+    states = model.save_states()
+    path = tmp_path / "complex.safetensors"
+    for source in ({**states, "3.mem": states["3.mem"].to(torch.complex64)}, path):
+        if source is path:  # the same through a file (an empty model: the reference is the layer's parameters)
+            tt.write_states(path, {**states, "5.mem": torch.zeros(2, 2, dtype=torch.complex64)})
+            model.zero_states()
+        before = {k: None if v is None else v.clone() for k, v in model.get_states().items()}
+        with pytest.raises(tt.StateLoadError, match=r"complex tensor .* for a real state"):
+            model.load_states(source)
+        for k, v in model.get_states().items():  # all or nothing
+            assert (v is None and before[k] is None) or torch.equal(v, before[k])
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("format_version", "one", "format_version 'one' is not a number"),
+        ("format_version", "1.5", "is not a number"),
+        ("format_version", "0", "not a valid version"),
+        ("none_states", "[not json", "none_states is not JSON"),
+        ("none_states", '{"1.mem": null}', "must be a JSON list of state names"),
+        ("none_states", "[1, 2]", "must be a JSON list of state names"),
+        ("none_states", '["3.mem"]', "names states the file also holds: 3.mem"),
+    ],
+)
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
+def test_bad_metadata_is_a_state_load_error(tmp_path, field, value, message, suffix):
+    """Damaged metadata raises StateLoadError (was ValueError, TypeError or JSONDecodeError, or, for a
+    none_states entry naming a stored key, a silent drop of that state)."""
+    from safetensors.torch import save_file
+
+    model = make()
+    model(torch.randn(2, 3))
+    good = tmp_path / f"good{suffix}"
+    model.save_states(good)
+    states, meta = tt.read_states(good)
+    tensors = {k: v for k, v in states.items() if v is not None}
+    meta[field] = value
+    path = tmp_path / f"bad{suffix}"
+    if suffix == ".safetensors":
+        save_file(tensors, path, metadata=meta)
+    else:
+        torch.save({"format": "tracetorch.states", "states": tensors, "metadata": meta}, path)
+    with pytest.raises(tt.StateLoadError, match=message):
+        tt.read_states(path)
+    with pytest.raises(tt.StateLoadError, match=message):
+        make().load_states(path)
+
+
+def test_values_that_cannot_be_written_are_state_save_errors(tmp_path):
+    path = tmp_path / "s.safetensors"
+    path.write_bytes(b"before")
+    for bad in (torch.empty(2, 8, device="meta"), torch.eye(3).to_sparse(), [1.0, 2.0]):
+        with pytest.raises(tt.StateSaveError, match=r"cannot write states .*\n  1\.mem: "):
+            tt.write_states(path, {"1.mem": bad, "3.mem": torch.zeros(2, 8)})
+    model = make()
+    model[1].mem = torch.empty(2, 8, device="meta")  # a state on the meta device, in a model's own snapshot
+    with pytest.raises(tt.StateSaveError, match="meta device"):
+        model.save_states(path)
+    assert path.read_bytes() == b"before"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.safetensors"]
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
+def test_state_files_get_the_users_umask_mode(tmp_path, suffix):
+    """A state file is created like any new file of the user (0o666 less the umask: 0644 under umask 022),
+    not with the 0600 of a temporary file; the write stays atomic."""
+    model = make()
+    model(torch.randn(2, 3))
+    old = os.umask(0o022)
+    try:
+        model.save_states(tmp_path / f"a{suffix}")
+        os.umask(0o077)
+        model.save_states(tmp_path / f"b{suffix}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / f"a{suffix}").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / f"b{suffix}").stat().st_mode) == 0o600
+    fresh = make()
+    fresh.load_states(tmp_path / f"a{suffix}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"a{suffix}", f"b{suffix}"]

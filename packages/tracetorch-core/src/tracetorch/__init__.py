@@ -14,7 +14,7 @@ sequence with ``scan``, and can zero, detach, save and load them::
 
 from . import encoders, functional, online, ops, params, rnn, snn, ssm
 from ._version import __version__
-from .errors import StateError, StateLoadError
+from .errors import StateError, StateLoadError, StateSaveError
 from .layer import Layer, step_loop
 from .model import Model
 from .scan import scan
@@ -27,6 +27,7 @@ __all__ = [
     "Model",
     "StateError",
     "StateLoadError",
+    "StateSaveError",
     "Stateful",
     "__version__",
     "detach_states",

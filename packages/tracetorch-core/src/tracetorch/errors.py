@@ -1,8 +1,8 @@
-"""Exceptions raised by tracetorch. Both subclass built-in exceptions, so generic handlers still catch them."""
+"""Exceptions raised by tracetorch. All subclass built-in exceptions, so generic handlers still catch them."""
 
 from __future__ import annotations
 
-__all__ = ["StateError", "StateLoadError"]
+__all__ = ["StateError", "StateLoadError", "StateSaveError"]
 
 
 class StateError(RuntimeError):
@@ -19,3 +19,8 @@ class StateLoadError(ValueError):
     Loading validates everything before assigning anything, so after this error the model's states are
     exactly what they were before the call.
     """
+
+
+class StateSaveError(ValueError):
+    """A state snapshot cannot be written: a value that is neither a tensor nor ``None``, or a tensor without data
+    to write (on the meta device, or not strided). Nothing is written: an existing file stays as it was."""

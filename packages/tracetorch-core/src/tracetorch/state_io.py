@@ -2,8 +2,9 @@
 
 A state file maps ``path.state_name`` keys (see :func:`tracetorch.get_states`) to tensors. States that were
 never created are listed in the metadata (``none_states``), so that a snapshot taken before the first step
-loads back strictly. Writes go to a temporary file that replaces the target only when complete; loads
-validate every key, shape and dtype before assigning anything.
+loads back strictly. Writes go to a temporary file that replaces the target only when complete (on disk
+first), with the mode any new file of the user gets (``0o666`` less the umask); loads validate every key,
+shape, dtype and metadata field before assigning anything.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from __future__ import annotations
 import difflib
 import json
 import os
-import tempfile
+import secrets
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
@@ -19,7 +21,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from .errors import StateLoadError
+from .errors import StateLoadError, StateSaveError
 from .state import Stateful, get_states, named_stateful
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "LoadResult", "load_states", "read_states", "save_states", "write_states"]
@@ -65,24 +67,52 @@ def write_states(path, states: Mapping[str, Tensor | None], metadata: Mapping[st
         meta[k] = v
     none_keys = sorted(k for k, v in states.items() if v is None)
     meta["none_states"] = json.dumps(none_keys)
+    problems = [f"  {k}: {p}" for k, v in states.items() if (p := _unwritable(v))]
+    if problems:
+        raise StateSaveError(f"cannot write states to {str(path)!r}:\n" + "\n".join(problems))
     tensors = {k: v.detach().cpu().contiguous() for k, v in states.items() if v is not None}
 
     if path.suffix not in (".safetensors", ".pt"):
         raise ValueError(f"state files end in .safetensors or .pt, got {path.name!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    # a fresh name created with 0o666: the kernel applies the umask, as for any new file (mkstemp gives 0600); the
+    # writers may replace the file, so its mode is set again before the rename
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        mode = stat.S_IMODE(os.fstat(fd).st_mode)
+    finally:
+        os.close(fd)
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import save_file
 
-            save_file(tensors, tmp, metadata=meta)
+            save_file(tensors, str(tmp), metadata=meta)
         else:
             torch.save({"format": FORMAT, "states": tensors, "metadata": meta}, tmp)
+        os.chmod(tmp, mode)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # complete on disk before the rename makes it the file
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def _unwritable(value) -> str | None:
+    """Why a snapshot value cannot be written (``None`` if it can)."""
+    if value is None:
+        return None
+    if not isinstance(value, Tensor):
+        return f"expected a tensor or None, got {type(value).__name__}"
+    if value.is_meta:
+        return "a tensor on the meta device has no values to write"
+    if value.layout != torch.strided:
+        return f"a {value.layout} tensor; states are dense (strided) tensors"
+    return None
 
 
 def read_states(path) -> tuple[dict[str, Tensor | None], dict[str, str]]:
@@ -111,16 +141,43 @@ def read_states(path) -> tuple[dict[str, Tensor | None], dict[str, str]]:
 
     if meta.get("format", FORMAT) != FORMAT:
         raise StateLoadError(f"{path} has format {meta.get('format')!r}, expected {FORMAT!r}")
-    version = int(meta.get("format_version", FORMAT_VERSION))
+    version = _format_version(path, meta.get("format_version", str(FORMAT_VERSION)))
     if version > FORMAT_VERSION:
         raise StateLoadError(
             f"{path} uses state format version {version}, this tracetorch reads up to {FORMAT_VERSION}: "
             f"it was written by tracetorch {meta.get('tracetorch_version', '?')}; upgrade tracetorch-core"
         )
     states: dict[str, Tensor | None] = dict(tensors)
-    for key in json.loads(meta.get("none_states", "[]")):
+    for key in _none_states(path, meta.get("none_states", "[]"), tensors):
         states[key] = None
     return states, meta
+
+
+def _format_version(path: Path, raw) -> int:
+    """The file's ``format_version``: a positive integer (written as a string in safetensors metadata)."""
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        version = raw
+    elif isinstance(raw, str) and raw.strip().isdigit():
+        version = int(raw)
+    else:
+        raise StateLoadError(f"{path}: metadata format_version {raw!r} is not a number (a damaged or foreign file)")
+    if version < 1:
+        raise StateLoadError(f"{path}: metadata format_version {raw!r} is not a valid version (>= 1)")
+    return version
+
+
+def _none_states(path: Path, raw, tensors: Mapping[str, Tensor]) -> list[str]:
+    """The keys of states that were never created (metadata ``none_states``: a JSON list of names)."""
+    try:
+        names = json.loads(raw) if isinstance(raw, str) else raw
+    except ValueError:
+        raise StateLoadError(f"{path}: metadata none_states is not JSON: {str(raw)[:200]!r}") from None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise StateLoadError(f"{path}: metadata none_states must be a JSON list of state names, got {str(raw)[:200]!r}")
+    both = sorted(set(names) & set(tensors))
+    if both:
+        raise StateLoadError(f"{path}: metadata none_states names states the file also holds: {', '.join(both)}")
+    return names
 
 
 def load_states(module: nn.Module, source, strict: bool = True) -> LoadResult:
@@ -167,6 +224,10 @@ def load_states(module: nn.Module, source, strict: bool = True) -> LoadResult:
             errors.append(f"  {key}: expected a tensor or None, got {type(value).__name__}")
             continue
         problem = m.check_state_tensor(name, value)
+        if not problem and value.is_complex():
+            ref = m._states[name] if m._states[name] is not None else _reference(m)
+            if ref is not None and not ref.is_complex():
+                problem = f"a complex tensor ({value.dtype}) for a real state (the layer computes in {ref.dtype})"
         if problem:
             errors.append(f"  {key}: {problem}")
             continue
@@ -178,13 +239,20 @@ def load_states(module: nn.Module, source, strict: bool = True) -> LoadResult:
     return LoadResult(missing, unexpected, meta)
 
 
-def _place(module: nn.Module, value: Tensor) -> Tensor:
-    """Move a loaded state to the device (and floating dtype) of the module's own parameters or buffers."""
+def _reference(module: nn.Module) -> Tensor | None:
+    """The tensor whose device (and floating dtype) a loaded state takes: the module's own first parameter or
+    buffer, else the first parameter of its tree."""
     ref = next(iter(module.parameters(recurse=False)), None)
     if ref is None:
         ref = next(iter(module.buffers(recurse=False)), None)
     if ref is None:
         ref = next(iter(module.parameters()), None)
+    return ref
+
+
+def _place(module: nn.Module, value: Tensor) -> Tensor:
+    """Move a loaded state to the device (and floating dtype) of the module's own parameters or buffers."""
+    ref = _reference(module)
     if ref is None:
         return value.clone()
     dtype = ref.dtype if value.is_floating_point() and ref.is_floating_point() else value.dtype
