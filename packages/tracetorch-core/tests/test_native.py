@@ -6,12 +6,17 @@ gradients agree to rounding. Every comparison first checks that the native kerne
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import hashlib
+import json
 import os
 import random
 import shutil
 import signal
+import stat
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -383,3 +388,146 @@ def test_scan_under_torch_compile_gives_the_same_numbers():
 
     x = torch.randn(5, 3, 8, generator=torch.Generator().manual_seed(4)) * 2
     assert torch.equal(torch.compile(f, backend="aot_eager")(x), f(x))
+
+
+# -- the cache: only a private folder, only libraries that are the ones built here -----------------------------
+
+_PLANTED = r"""
+#include <stdio.h>
+#include <stdlib.h>
+__attribute__((constructor)) static void planted(void) {
+    const char *p = getenv("TT_PLANTED_MARKER");
+    if (p) { FILE *f = fopen(p, "w"); if (f) { fputs("planted code ran", f); fclose(f); } }
+}
+int tt_native_abi(void) { return 4; }
+"""
+
+
+@pytest.fixture(scope="module")
+def base_build(tmp_path_factory):
+    """The base library's file name and build record, built once into a private folder of this user."""
+    folder = tmp_path_factory.mktemp("trusted")
+    old = os.environ.get("TRACETORCH_CACHE")
+    os.environ["TRACETORCH_CACHE"] = str(folder)
+    native._reset_for_tests(None)
+    try:
+        assert native.native_available()
+    finally:
+        os.environ.pop("TRACETORCH_CACHE") if old is None else os.environ.__setitem__("TRACETORCH_CACHE", old)
+        native._reset_for_tests(None)
+    (so,) = (folder / "native").glob("*.so")
+    record = so.with_suffix(".json")
+    return so.name, json.loads(record.read_text()) if record.is_file() else {}
+
+
+def _plant(folder: Path, name: str, record: dict) -> None:
+    """A library that announces itself when loaded, under the real library's name, with a record forged to
+    match it (what someone who can write the folder could leave there)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    src = folder / "planted.c"
+    src.write_text(_PLANTED)
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    subprocess.run([cc, *native._FLAGS, "-o", str(folder / name), str(src)], check=True)
+    data = (folder / name).read_bytes()
+    forged = {**record, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    (folder / name).with_suffix(".json").write_text(json.dumps(forged))
+    src.unlink()
+
+
+def _load_from(monkeypatch, tmp_path, cache: Path | str, *, refused: str | None):
+    marker = tmp_path / "planted-marker"
+    monkeypatch.setenv("TT_PLANTED_MARKER", str(marker))
+    monkeypatch.setenv("TRACETORCH_CACHE", str(cache))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # where a fallback folder goes
+    (tmp_path / "tmp").mkdir(exist_ok=True)
+    native._reset_for_tests(None)
+    try:
+        with pytest.warns(RuntimeWarning, match=refused) if refused else contextlib.nullcontext():
+            status = native.native_status()
+        assert not marker.exists(), "a library someone else could write was loaded"
+        assert status == "loaded"  # built here (test_a_damaged_cached_library_is_rebuilt_not_loaded checks numbers)
+        return native._cache_dir()
+    finally:
+        native._reset_for_tests(None)
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root to make a folder of another user"
+)
+def test_a_cache_folder_of_another_user_is_refused(monkeypatch, tmp_path, base_build):
+    name, record = base_build
+    foreign = tmp_path / "foreign"
+    _plant(foreign / "native", name, record)
+    for p in (foreign, foreign / "native", foreign / "native" / name, foreign / "native" / f"{name[:-3]}.json"):
+        os.chown(p, 65534, 65534)
+    os.chmod(foreign / "native", 0o700)
+    used = _load_from(monkeypatch, tmp_path, foreign, refused="is owned by uid 65534")
+    assert used.parent == tmp_path / "tmp" and stat.S_IMODE(used.stat().st_mode) == 0o700  # a fresh private folder
+
+
+def test_a_cache_folder_others_can_write_is_refused(monkeypatch, tmp_path, base_build):
+    name, record = base_build
+    _plant(tmp_path / "open" / "native", name, record)
+    os.chmod(tmp_path / "open" / "native", 0o777)
+    _load_from(monkeypatch, tmp_path, tmp_path / "open", refused="can be written by others")
+
+
+def test_an_unwritable_cache_never_falls_back_to_a_predictable_temporary_folder(monkeypatch, tmp_path, base_build):
+    """The cache could not be created: the old fallback, <tmp>/tracetorch-native-<uid>, was a name anyone could
+    create first, with their own library in it."""
+    name, record = base_build
+    _plant(tmp_path / "tmp" / f"tracetorch-native-{os.getuid()}", name, record)
+    (tmp_path / "file").write_text("not a folder")
+    _load_from(monkeypatch, tmp_path, tmp_path / "file" / "cache", refused="cannot be created")
+
+
+def test_an_own_cache_folder_is_made_private(monkeypatch, tmp_path):
+    (tmp_path / "c" / "native").mkdir(parents=True, mode=0o755)
+    os.chmod(tmp_path / "c" / "native", 0o755)  # as an older tracetorch made it
+    assert _load_from(monkeypatch, tmp_path, tmp_path / "c", refused=None) == tmp_path / "c" / "native"
+    assert stat.S_IMODE((tmp_path / "c" / "native").stat().st_mode) == 0o700
+    fresh = tmp_path / "fresh"
+    _load_from(monkeypatch, tmp_path, fresh, refused=None)
+    assert stat.S_IMODE((fresh / "native").stat().st_mode) == 0o700
+    assert {p.suffix for p in (fresh / "native").iterdir()} == {".so", ".json"}  # each library with its record
+
+
+_LIB_SCAN = """
+import hashlib, torch, tracetorch as tt
+from tracetorch.ops import native
+torch.manual_seed(0)
+layer = tt.snn.LIB(16)
+x = torch.randn(20, 4, 16) * 2
+with torch.no_grad():
+    y = layer.scan(x)
+    layer.zero_states()
+    ys = torch.stack([layer(xt) for xt in x])
+used = native.variant_kernels("b", torch.float32) is not None
+print(native.native_status(), used, hashlib.sha256(y.numpy().tobytes() + ys.numpy().tobytes()).hexdigest())
+"""
+
+
+def _lib_scan(env: dict) -> list[str]:
+    res = subprocess.run([sys.executable, "-c", _LIB_SCAN], capture_output=True, text=True, env={**os.environ, **env})
+    assert res.returncode == 0, f"exit {res.returncode} (SIGBUS is -7): {res.stderr[-2000:]}"
+    return res.stdout.split()
+
+
+def test_a_damaged_cached_library_is_rebuilt_not_loaded(tmp_path):
+    """A truncated library in the cache (a full disk, a killed copy) once killed every later run with SIGBUS on
+    the first spiking step; it is now found damaged (its hash) and rebuilt, or, if it cannot be rebuilt, the
+    torch kernels run: the same numbers every time."""
+    cache = {"TRACETORCH_CACHE": str(tmp_path)}
+    torch_kernels = _lib_scan({"TRACETORCH_NATIVE": "0"})
+    first = _lib_scan(cache)
+    assert first[:2] == ["loaded", "True"] and first[2] == torch_kernels[-1]
+    built = sorted((tmp_path / "native").glob("*.so"))
+    assert len(built) == 2  # the base library and LIB's sequence kernels
+    for so in built:
+        so.write_bytes(so.read_bytes()[: so.stat().st_size // 2])
+    assert _lib_scan(cache) == first  # rebuilt
+    assert all(so.stat().st_size > 1000 and so.with_suffix(".json").is_file() for so in built)
+    for so in built:
+        so.write_bytes(so.read_bytes()[:-100])
+    no_compiler = _lib_scan({**cache, "CC": str(tmp_path / "no-such-compiler")})
+    assert no_compiler[0] == "unavailable:" and no_compiler[-1] == first[2]  # the torch kernels, same numbers

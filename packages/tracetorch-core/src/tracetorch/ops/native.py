@@ -11,21 +11,37 @@ The libraries are built once per source, compiler, flags and CPU into ``$TRACETO
 ``~/.cache/tracetorch``)``/native/`` with ``-O3 -march=native -ffp-contract=off`` (no fused multiply-adds but
 the ones torch's addcmul makes, so the forward repeats torch's rounding) and reused afterwards.
 :func:`native_status` says whether the base library loaded and, if not, why.
+
+A cached library is code this process runs, so the cache is trusted only as far as it is private: the folder
+must be a real directory owned by this user that no one else can write (it is created with mode 0700, and an
+own folder that only its owner can write is tightened to 0700); anything else (another user's folder, one that
+others can write, a symlink) is refused with one warning, and the libraries are then built into a fresh private
+temporary folder for this process (removed at exit). Each build is written under a temporary name in the same
+folder, flushed to disk and renamed into place, and recorded beside the library (``<name>.json``: the sha256 of
+the build inputs and of the library file). A library is loaded only when its record names this build's inputs
+and its bytes hash to the recorded value (checked on the file descriptor that is then loaded, so no other file
+can take its place in between); a damaged or foreign one (a truncated file once killed every later run with
+SIGBUS) is rebuilt, and if the rebuild fails the torch kernels run.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import ctypes
 import hashlib
 import itertools
+import json
 import math
 import os
 import platform
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
 import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -76,44 +92,184 @@ def _cpu_signature() -> str:
     return platform.processor() + platform.machine()
 
 
-def _cache_dir() -> Path:
+def _cache_root() -> Path:
     root = os.environ.get("TRACETORCH_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "tracetorch")
     return Path(root) / "native"
 
 
+def _untrusted(folder: Path) -> str | None:
+    """Why ``folder`` cannot hold libraries this process loads (``None`` if it can): it must be a real directory,
+    owned by this user, that nobody else can write. Mode 0700 is the norm; an own folder that only its owner can
+    write (0755, made by an older version) is tightened to it."""
+    try:
+        st = os.lstat(folder)
+    except OSError as exc:
+        return f"cannot be read ({exc})"
+    if stat.S_ISLNK(st.st_mode):
+        return "is a symbolic link"
+    if not stat.S_ISDIR(st.st_mode):
+        return "is not a directory"
+    if hasattr(os, "getuid") and st.st_uid != os.getuid():
+        return f"is owned by uid {st.st_uid}, not by this user (uid {os.getuid()})"
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o022:
+        return f"can be written by others (mode {mode:04o})"
+    if mode != 0o700:
+        try:
+            os.chmod(folder, 0o700)
+        except OSError as exc:
+            return f"has mode {mode:04o} and cannot be made private ({exc})"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return "is not writable"
+    return None
+
+
+_cache: Path | None = None  # the folder in use, once chosen
+_private_tmp: Path | None = None  # this process's own fallback folder, if the cache was refused
+
+
+def _cache_dir() -> Path:
+    """The folder the libraries are built into and loaded from: the user's cache if it is private (created so),
+    else a fresh private temporary folder for this process, said once by a warning."""
+    global _cache, _private_tmp
+    root = _cache_root()
+    if _cache is not None and _cache in (root, _private_tmp):
+        return _cache
+    try:
+        root.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            root.mkdir(mode=0o700)
+        problem = _untrusted(root)
+    except OSError as exc:
+        problem = f"cannot be created ({exc})"
+    if problem is None:
+        _cache = root
+        return root
+    if _private_tmp is None:
+        _private_tmp = Path(tempfile.mkdtemp(prefix="tracetorch-native-"))  # 0700, a name no one can predict
+        atexit.register(shutil.rmtree, _private_tmp, ignore_errors=True)
+        warnings.warn(
+            f"tracetorch: the native-kernel cache {root} {problem}; building the kernels for this process in "
+            f"{_private_tmp} instead (set TRACETORCH_CACHE to a folder of your own)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    _cache = _private_tmp
+    return _private_tmp
+
+
+def _sha256_of(fd: int) -> str:
+    h = hashlib.sha256()
+    os.lseek(fd, 0, os.SEEK_SET)
+    while chunk := os.read(fd, 1 << 20):
+        h.update(chunk)
+    return h.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _open_verified(out: Path, inputs: str) -> int | None:
+    """A read-only descriptor of ``out`` when its record (``<name>.json``) names these build inputs and its bytes
+    hash to the recorded value; ``None`` when it is missing, damaged or not this build."""
+    try:
+        record = json.loads(out.with_suffix(".json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("inputs") != inputs or record.get("abi") != _ABI:
+        return None
+    try:
+        fd = os.open(out, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode) and st.st_size == record.get("size") and _sha256_of(fd) == record.get("sha256"):
+            return fd
+    except OSError:
+        pass
+    os.close(fd)
+    return None
+
+
+def _build_into(out: Path, cc: str, flags: list[str], inputs: str) -> None:
+    """Compile into a temporary name beside ``out``, flush it to disk, rename it into place, then record it."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=".so", dir=out.parent)
+    os.close(fd)
+    try:
+        cmd = [cc, *flags, "-o", tmp, str(_SOURCE), "-lm"]
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        if res.returncode != 0:
+            raise RuntimeError(f"{cc} failed: {res.stderr.strip()[-2000:]}")
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            record = {"inputs": inputs, "abi": _ABI, "size": os.fstat(fd).st_size, "sha256": _sha256_of(fd)}
+        finally:
+            os.close(fd)
+        os.replace(tmp, out)  # concurrent processes never see a half-written library
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    _write_atomically(out.with_suffix(".json"), json.dumps(record, indent=1).encode())
+    _fsync_dir(out.parent)  # the renames, on disk
+
+
+_held_fds: list[int] = []  # descriptors of the loaded libraries, open for the process's life (see _dlopen)
+
+
+def _dlopen(out: Path, fd: int) -> ctypes.CDLL:
+    """Load the library behind ``fd``: the file that was verified, even if ``out`` was replaced since. The loader
+    tells libraries apart by name first, so the descriptor stays open (its number is never reused for another)."""
+    proc = f"/proc/self/fd/{fd}"
+    if not os.path.exists(proc):  # no procfs: by name (the folder is private to this user)
+        os.close(fd)
+        return ctypes.CDLL(str(out))
+    try:
+        lib = ctypes.CDLL(proc)
+    except BaseException:
+        os.close(fd)
+        raise
+    _held_fds.append(fd)
+    return lib
+
+
 def _compile(defines: list[str]) -> ctypes.CDLL:
-    """Build (once per source, compiler, flags, defines and CPU; cached) and load the library."""
+    """Build (once per source, compiler, flags, defines and CPU; cached), verify and load the library."""
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     if cc is None:
         raise RuntimeError("no C compiler found (set CC, or install gcc/clang)")
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
     src = b"".join(p.read_bytes() for p in [_SOURCE, *_INCLUDES])
     flags = [*_FLAGS, *(_GCC_FLAGS if "Free Software Foundation" in version else []), *defines]
-    key = hashlib.sha256(b"\0".join([src, version.encode(), " ".join(flags).encode(), _cpu_signature().encode()]))
-    name = f"tt_native_{key.hexdigest()[:16]}.so"
-    out = _cache_dir() / name
-    if not out.exists():
-        try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            if not os.access(out.parent, os.W_OK):
-                raise PermissionError(out.parent)
-        except OSError:  # a read-only home: build per user under the temporary directory
-            out = Path(tempfile.gettempdir()) / f"tracetorch-native-{os.getuid()}" / name
-            out.parent.mkdir(parents=True, exist_ok=True)
-    if not out.exists():
-        # build into a temporary name, then rename: concurrent processes never load a half-written file
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
-        os.close(fd)
-        try:
-            cmd = [cc, *flags, "-o", tmp, str(_SOURCE), "-lm"]
-            res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-            if res.returncode != 0:
-                raise RuntimeError(f"{cc} failed: {res.stderr.strip()[-2000:]}")
-            os.replace(tmp, out)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    lib = ctypes.CDLL(str(out))
+    parts = [src, cc.encode(), version.encode(), " ".join(flags).encode(), _cpu_signature().encode(), b"%d" % _ABI]
+    inputs = hashlib.sha256(b"\0".join(parts)).hexdigest()
+    out = _cache_dir() / f"tt_native_{inputs[:16]}.so"
+    fd = _open_verified(out, inputs)
+    if fd is None:  # not built yet, or damaged, or not what these inputs build: (re)build, then verify again
+        _build_into(out, cc, flags, inputs)
+        fd = _open_verified(out, inputs)
+        if fd is None:
+            raise RuntimeError(f"{out} does not match its build record right after the build")
+    lib = _dlopen(out, fd)
     if lib.tt_native_abi() != _ABI:
         raise RuntimeError(f"{out} has ABI {lib.tt_native_abi()}, expected {_ABI}")
     return lib
@@ -207,10 +363,11 @@ def native_status() -> str:
 
 
 def _reset_for_tests(status: str | None = None) -> None:
-    """Forget the loaded libraries (``status=None``: try again on next use; else pretend they failed)."""
-    global _lib, _status
+    """Forget the loaded libraries and the chosen cache folder (``status=None``: try again on next use; else
+    pretend they failed)."""
+    global _lib, _status, _cache, _private_tmp
     with _lock:
-        _lib, _status = None, status
+        _lib, _status, _cache, _private_tmp = None, status, None, None
         _variant_libs.clear()
 
 
