@@ -119,31 +119,42 @@ def _final(run_dir: Path) -> tuple[dict, dict]:
 
 
 COMMON = ["run", "byte_lm", "v1", "--variant", "smoke", "--only", "mamba", "--threads", "1"]
+# checkpoints every log_every steps: byte_lm's running train_bpb average is not in its checkpoints, so a resume
+# from a step between two log rows would change the next row
+LONG = ["--set", "train.steps=240", "--set", "train.checkpoint_every=10", "--set", "train.eval_every=80"]
+LONG += ["--set", "train.log_every=10"]
 
 
-def test_resume_after_kill_is_bit_identical(tmp_path):
-    long = ["--set", "train.steps=240", "--set", "train.checkpoint_every=10", "--set", "train.eval_every=80"]
-    a, b = tmp_path / "a", tmp_path / "b"
-    done = ttexp(*COMMON, *long, "--run-dir", str(a))
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> Path:
+    """The run the killed and resumed ones must reproduce bit for bit."""
+    run_dir = tmp_path_factory.mktemp("uninterrupted")
+    done = ttexp(*COMMON, *LONG, "--run-dir", str(run_dir))
     assert done.returncode == 0, done.stderr[-3000:]
-    # the same run, killed (SIGKILL, no chance to clean up) once a few checkpoints exist, then resumed
+    return run_dir
+
+
+def _kill_after_checkpoints(run_dir: Path, n: int) -> list[Path]:
+    """Start the run and SIGKILL it (no chance to clean up) as soon as its ``n``-th checkpoint is in place;
+    returns the checkpoint folders it left."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ttexp", *COMMON, *long, "--run-dir", str(b)],
+        [sys.executable, "-m", "ttexp", *COMMON, *LONG, "--run-dir", str(run_dir)],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    ckpts = b / "mamba" / "checkpoints"
+    ckpts = run_dir / "mamba" / "checkpoints"
     deadline = time.time() + 120
-    while time.time() < deadline and not (ckpts.is_dir() and len(list(ckpts.glob("step-*"))) >= 2):
-        time.sleep(0.05)
+    while time.time() < deadline and not (ckpts.is_dir() and len(list(ckpts.glob("step-*"))) >= n):
+        time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    killed_at = sorted(p.name for p in ckpts.glob("step-*"))
-    assert killed_at and not (b / "mamba" / "result.json").exists(), "the run finished before it was killed"
-    resumed = ttexp(*COMMON, *long, "--run-dir", str(b))
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "resumed from step" in resumed.stdout
+    left = sorted(ckpts.glob("step-*"))
+    assert len(left) >= 2 and not (run_dir / "mamba" / "result.json").exists(), "the run finished before the kill"
+    return left
+
+
+def _assert_same_final(a: Path, b: Path) -> None:
     wa, ra = _final(a)
     wb, rb = _final(b)
     assert wa.keys() == wb.keys()
@@ -152,6 +163,93 @@ def test_resume_after_kill_is_bit_identical(tmp_path):
     assert ra["history"] == rb["history"]
     assert ra["heldout_bpb"] == rb["heldout_bpb"] and ra["sample"] == rb["sample"]
     assert len(rb["runs"]) == 2 and rb["runs"][1]["start_step"] > 0
+
+
+def test_resume_after_kill_is_bit_identical(tmp_path, uninterrupted):
+    """Killed right after a checkpoint (a few exist), then resumed: the same final weights, history and sample."""
+    b = tmp_path / "b"
+    left = _kill_after_checkpoints(b, 2)
+    resumed = ttexp(*COMMON, *LONG, "--run-dir", str(b))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resumed from step {int(left[-1].name[5:])}" in resumed.stdout
+    assert "damaged" not in resumed.stdout
+    _assert_same_final(uninterrupted, b)
+
+
+def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, uninterrupted):
+    """A flipped byte in the newest checkpoint once resumed silently from it (with wrong numbers); now it is
+    reported by file name, the previous checkpoint is used, and the run still ends bit-identical."""
+    b = tmp_path / "b"
+    left = _kill_after_checkpoints(b, 2)
+    victim = left[-1] / "optimizer.safetensors"
+    data = bytearray(victim.read_bytes())
+    data[-5] ^= 0x01  # inside the tensor data: safetensors itself would read it without complaint
+    victim.write_bytes(bytes(data))
+    resumed = ttexp(*COMMON, *LONG, "--run-dir", str(b))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"checkpoint damaged, not used: {victim}: sha256" in resumed.stdout
+    assert f"resumed from step {int(left[-2].name[5:])}" in resumed.stdout
+    _assert_same_final(uninterrupted, b)
+
+
+def test_checkpoints_are_verified_before_anything_is_restored(tmp_path, capsys):
+    """In process: each file's sha256 is checked before the model changes; the Trainer falls back to the
+    previous checkpoint and says which file is damaged; with none usable it stops with an error naming them
+    (never a silent start from step 0); a checkpoint without checksums (older ttexp) still loads."""
+    from types import SimpleNamespace
+
+    from tracetorch_zoo.bytelm import MambaByteLM
+    from ttexp.checkpoint import CheckpointError
+    from ttexp.train import Trainer
+
+    def make():
+        torch.manual_seed(0)
+        m = MambaByteLM(16, 1, d_state=2)
+        return m, torch.optim.AdamW(m.parameters(), lr=1e-2)
+
+    def step(m, opt, i):
+        x = torch.randint(0, 256, (9, 3), generator=torch.Generator().manual_seed(i))
+        loss = torch.nn.functional.cross_entropy(m.scan(x[:-1]).reshape(-1, 256), x[1:].reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        m.detach_states()
+
+    ctx = SimpleNamespace(run_dir=tmp_path, rank=0, world_size=1, is_main=True, config=SimpleNamespace(hash="h"))
+    m, opt = make()
+    trainer = Trainer(ctx, "part", m, opt, total_steps=100, checkpoint_every=10)
+    for i in range(2):
+        step(m, opt, i)
+        trainer.save(10 * (i + 1))
+    at_10 = load_file(str(trainer.ckpt.path(10) / "model.safetensors"))
+    assert trainer.ckpt.verify(10) and trainer.ckpt.verify(20)
+
+    damaged = trainer.ckpt.path(20) / "model.safetensors"
+    data = bytearray(damaged.read_bytes())
+    data[-1] ^= 0x80
+    damaged.write_bytes(bytes(data))
+    m2, opt2 = make()
+    before = {k: v.clone() for k, v in m2.state_dict().items()}
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: sha256"):
+        trainer.ckpt.load(20, m2, opt2)
+    assert all(torch.equal(v, before[k]) for k, v in m2.state_dict().items())  # nothing was restored
+    capsys.readouterr()
+    t2 = Trainer(ctx, "part", m2, opt2, total_steps=100, checkpoint_every=10)
+    assert t2.resume() == 10
+    out = capsys.readouterr().out
+    assert f"checkpoint damaged, not used: {damaged}: sha256" in out and "trying step 10" in out
+    assert "resumed from step 10" in out
+    assert all(torch.equal(v, at_10[k]) for k, v in m2.state_dict().items())
+
+    (trainer.ckpt.path(10) / "states.rank0.safetensors").write_bytes(b"truncated")
+    with pytest.raises(RuntimeError, match=r"no usable checkpoint .*refusing to start over") as err:
+        Trainer(ctx, "part", *make(), total_steps=100, checkpoint_every=10).resume()
+    assert "step-0000020/model.safetensors" in str(err.value) and "step-0000010/states.rank0" in str(err.value)
+
+    trainer.save(30)  # an older ttexp wrote no checksums: such a checkpoint is read unverified
+    (trainer.ckpt.path(30) / "checksums.json").unlink()
+    assert not trainer.ckpt.verify(30)
+    assert Trainer(ctx, "part", *make(), total_steps=100, checkpoint_every=10).resume() == 30
 
 
 def _free_port() -> int:

@@ -8,13 +8,19 @@ killed at any point leaves only complete checkpoints behind. It holds, for a mod
   the file's metadata;
 * ``states.rank<r>.safetensors``: the model's hidden states on each rank (TBPTT carries them across steps);
 * ``rng.rank<r>.safetensors``: the torch CPU (and CUDA) generator states of each rank;
-* ``meta.json``: the step, the config hash and whatever the experiment adds (history, data position).
+* ``meta.json``: the step, the config hash and whatever the experiment adds (history, data position);
+* ``checksums.json``: the sha256 of every other file, written last.
 
-Resuming restores all of it, so a resumed run computes exactly what an uninterrupted one would.
+Resuming restores all of it, so a resumed run computes exactly what an uninterrupted one would. Loading first
+checks every file against ``checksums.json`` and reads it whole, and only then changes the model: a damaged
+checkpoint (a flipped byte, a truncated file, one that cannot be read) raises :class:`CheckpointError` naming
+the file, with the model, optimizer and RNG untouched, so the caller can fall back to an older checkpoint
+(:meth:`~ttexp.train.Trainer.resume` does). A checkpoint written before checksums existed is read unverified.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -27,7 +33,21 @@ from torch import nn
 
 import tracetorch as tt
 
-__all__ = ["Checkpointer", "load_optimizer", "optimizer_tensors"]
+__all__ = ["CheckpointError", "Checkpointer", "load_optimizer", "optimizer_tensors"]
+
+CHECKSUMS = "checksums.json"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is damaged: a file is missing, cannot be read, or does not match its recorded sha256."""
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -108,6 +128,8 @@ class Checkpointer:
             tensors, rest = optimizer_tensors(opt)
             save_file(tensors, str(tmp / "optimizer.safetensors"), metadata={"rest": json.dumps(rest)})
             (tmp / "meta.json").write_text(json.dumps({"step": step, **meta}, indent=1))
+            sums = {f.name: sha256_file(f) for f in sorted(tmp.iterdir())}
+            (tmp / CHECKSUMS).write_text(json.dumps({"sha256": sums}, indent=1))
             for f in tmp.iterdir():  # on disk before the rename makes the checkpoint visible
                 with open(f, "rb") as fh:
                     os.fsync(fh.fileno())
@@ -118,22 +140,54 @@ class Checkpointer:
         self._barrier()
         return final
 
+    def verify(self, step: int) -> bool:
+        """Check every file of checkpoint ``step`` against its ``checksums.json``; :class:`CheckpointError` naming
+        the first damaged file. Returns ``False`` for a checkpoint written before checksums (nothing to check)."""
+        p = self.path(step)
+        sums_file = p / CHECKSUMS
+        if not sums_file.is_file():
+            return False
+        try:
+            sums = json.loads(sums_file.read_text())["sha256"]
+            if not isinstance(sums, dict) or "meta.json" not in sums:
+                raise ValueError("no sha256 table")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"{sums_file}: unreadable checksums ({exc})") from exc
+        for name, want in sums.items():
+            f = p / name
+            if not f.is_file():
+                raise CheckpointError(f"{f}: missing (listed in {CHECKSUMS})")
+            got = sha256_file(f)
+            if got != want:
+                raise CheckpointError(f"{f}: sha256 {got[:16]}... does not match the recorded {str(want)[:16]}...")
+        return True
+
     def load(self, step: int, model: nn.Module, opt: torch.optim.Optimizer) -> dict[str, Any]:
-        """Restore checkpoint ``step`` into ``model`` and ``opt``; returns its ``meta.json``."""
+        """Restore checkpoint ``step`` into ``model`` and ``opt``; returns its ``meta.json``.
+
+        Everything is verified (:meth:`verify`) and read before anything is restored: a damaged checkpoint
+        raises :class:`CheckpointError` and leaves the model, the optimizer and the RNG as they were."""
         from safetensors import safe_open
 
         p = self.path(step)
-        meta = json.loads((p / "meta.json").read_text())
-        device = next(model.parameters()).device
-        model.load_state_dict(load_file(str(p / "model.safetensors"), device=str(device)))
-        with safe_open(str(p / "optimizer.safetensors"), framework="pt") as f:
-            rest = json.loads(f.metadata()["rest"])
-        load_optimizer(opt, load_file(str(p / "optimizer.safetensors"), device=str(device)), rest)
         states = p / f"states.rank{self.rank}.safetensors"
         if not states.is_file():
             raise FileNotFoundError(f"{p} has no hidden states for rank {self.rank}: resume with the same world size")
-        tt.load_states(model, states)
-        rng = load_file(str(p / f"rng.rank{self.rank}.safetensors"))
+        self.verify(step)
+        device = next(model.parameters()).device
+        try:
+            meta = json.loads((p / "meta.json").read_text())
+            weights = load_file(str(p / "model.safetensors"), device=str(device))
+            with safe_open(str(p / "optimizer.safetensors"), framework="pt") as f:
+                rest = json.loads(f.metadata()["rest"])
+            opt_tensors = load_file(str(p / "optimizer.safetensors"), device=str(device))
+            hidden, _ = tt.read_states(states)
+            rng = load_file(str(p / f"rng.rank{self.rank}.safetensors"))
+        except Exception as exc:  # safetensors, json and tracetorch raise assorted types for damaged files
+            raise CheckpointError(f"{p}: cannot be read ({type(exc).__name__}: {exc})") from exc
+        model.load_state_dict(weights)
+        load_optimizer(opt, opt_tensors, rest)
+        tt.load_states(model, hidden)
         torch.set_rng_state(rng["torch"])
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state(rng["cuda"])

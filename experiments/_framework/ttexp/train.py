@@ -9,7 +9,9 @@
         trainer.log(step, loss=loss.item())
 
 Everything a resumed run needs (weights, optimizer, hidden states, RNG, history, ``trainer.extra``) is in the
-checkpoint; the data position must be a function of ``step`` (it is, in every experiment here).
+checkpoint; the data position must be a function of ``step`` (it is, in every experiment here). A damaged newest
+checkpoint (its files are checked against their sha256) is reported by name and the one before it is used; when
+none is usable the run stops with an error naming them, never silently starting from zero.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .checkpoint import Checkpointer
+from .checkpoint import Checkpointer, CheckpointError
 from .context import Context
 
 __all__ = ["Trainer"]
@@ -71,14 +73,32 @@ class Trainer:
         return self.start >= self.total_steps
 
     def resume(self) -> int:
-        """Load the newest checkpoint if there is one; returns the step to continue from (0 when fresh).
+        """Load the newest valid checkpoint if there is one; returns the step to continue from (0 when fresh).
 
-        A checkpoint written under another config (different hash) is an error, never silently mixed in.
+        A damaged checkpoint (:class:`~ttexp.checkpoint.CheckpointError`) is reported with the damaged file and the
+        previous one is tried; if checkpoints exist but none is valid, ``RuntimeError`` names them all. A
+        checkpoint written under another config (different hash) is an error, never silently mixed in.
         """
-        step = self.ckpt.latest()
-        if step is None:
+        steps = self.ckpt.steps()
+        if not steps:
             return 0
-        meta = self.ckpt.load(step, self.model, self.optimizer)
+        damaged: list[str] = []
+        for step in reversed(steps):
+            try:
+                meta = self.ckpt.load(step, self.model, self.optimizer)
+                break
+            except CheckpointError as exc:
+                damaged.append(str(exc))
+                if self.ctx.is_main:
+                    older = [s for s in steps if s < step]
+                    then = f"trying step {older[-1]}" if older else "no older checkpoint"
+                    print(f"[{self.name}] checkpoint damaged, not used: {exc}; {then}", flush=True)
+        else:
+            raise RuntimeError(
+                f"[{self.name}] no usable checkpoint in {self.ckpt.root} (refusing to start over from step 0):\n  "
+                + "\n  ".join(damaged)
+                + f"\nRestore the files, or delete {self.ckpt.root} to start over."
+            )
         if meta.get("config_hash") != self.ctx.config.hash:
             raise RuntimeError(
                 f"{self.ckpt.path(step)} was written with config {meta.get('config_hash')}, this run is "
