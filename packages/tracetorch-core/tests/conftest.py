@@ -15,8 +15,15 @@ def _seed():
     torch.manual_seed(0)
 
 
-def run(model: torch.nn.Module, x: torch.Tensor, initial: dict[str, torch.Tensor] | None, mode: str):
-    """Run ``model`` over ``x`` [T, ...] from ``initial`` states, by ``scan`` or by a step loop.
+def run(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    initial: dict[str, torch.Tensor] | None,
+    mode: str,
+    splits: list[int] | None = None,
+):
+    """Run ``model`` over ``x`` [T, ...] from ``initial`` states, by ``scan``, by a step loop, or (``mode="chunks"``)
+    by one ``scan`` per chunk of ``splits`` steps, the states carried from chunk to chunk (not detached).
 
     Returns ``(y, final_states, grads)`` where grads cover the input, every parameter and every initial
     state, from the loss ``sum(y * w)`` with a fixed random ``w``.
@@ -31,7 +38,12 @@ def run(model: torch.nn.Module, x: torch.Tensor, initial: dict[str, torch.Tensor
         # load_states copies; re-point the states at the leaves so their gradients can be read
         for key, leaf in inits.items():
             _set_state(model, key, leaf)
-    y = tt.scan(model, x) if mode == "scan" else torch.stack([model(xt) for xt in x.unbind(0)])
+    if mode == "scan":
+        y = tt.scan(model, x)
+    elif mode == "chunks":
+        y = torch.cat([tt.scan(model, part) for part in x.split(splits)])
+    else:
+        y = torch.stack([model(xt) for xt in x.unbind(0)])
     w = torch.randn(y.shape, generator=torch.Generator().manual_seed(1), dtype=y.dtype).to(y.device)
     (y * w).sum().backward()
     grads = {"input": x.grad}
@@ -68,6 +80,14 @@ def assert_same_run(a, b, exact_outputs: bool = True, rtol: float = 1e-9, atol: 
             assert ga[k].abs().sum() > 0 or gb[k].abs().sum() == 0
             torch.testing.assert_close(ga[k], gb[k], rtol=rtol, atol=atol, msg=lambda m, k=k: f"grad {k}: {m}")
 
+
+# per-step input shapes by layout: name -> (dim, shape for n features and batch b)
+LAYOUTS = {
+    "dense": (-1, lambda n, b=3: (b, n)),
+    "conv": (-3, lambda n, b=2: (b, n, 2, 2)),
+    "positive_dim": (1, lambda n, b=2: (b, n, 3)),
+    "unbatched": (-1, lambda n, b=None: (n,)),
+}
 
 # every layer family the core ships: the 32 spiking types, the recurrent cells and the state-space layers
 RECURRENT_KINDS = ("SimpleRNN", "LSTM", "GRU")
@@ -107,3 +127,20 @@ def random_layer(kind: str, n: int, rng, *, dim: int = -1, dtype: torch.dtype = 
             else:
                 layer = tt.ssm.Mamba(n, rng.randint(1, 3), d_conv=rng.randint(2, 4), expand=rng.randint(1, 2), dim=dim)
     return layer.to(dtype)
+
+
+def random_initial_states(
+    layer: torch.nn.Module, x_step: torch.Tensor, gen: torch.Generator
+) -> dict[str, torch.Tensor]:
+    """Random non-zero states for ``layer`` fed steps like ``x_step`` (shapes from one probe step); the ``pos_`` /
+    ``neg_`` branches of dual spiking types get their own sign, as a stream gives them."""
+    probe = copy.deepcopy(layer)
+    tt.zero_states(probe)
+    with torch.no_grad():
+        probe(torch.zeros_like(x_step))
+    out = {}
+    for k, v in tt.get_states(probe).items():
+        r = torch.randn(v.shape, generator=gen, dtype=torch.float64).to(v.dtype) * 0.5
+        name = k.rsplit(".", 1)[-1]
+        out[k] = r.abs() if name.startswith("pos_") else -r.abs() if name.startswith("neg_") else r
+    return out

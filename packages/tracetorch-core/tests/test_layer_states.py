@@ -8,15 +8,13 @@ import random
 
 import pytest
 import torch
-from conftest import LAYER_KINDS, random_layer
+from conftest import LAYER_KINDS, LAYOUTS, random_layer
 from torch import nn
 
 import tracetorch as tt
 from tracetorch import snn
 
 DT = torch.float64
-# per-step input shapes by layout, for n features: (dim, shape)
-LAYOUTS = {"dense": (-1, lambda n: (3, n)), "conv": (-3, lambda n: (2, n, 2, 2)), "unbatched": (-1, lambda n: (n,))}
 
 
 def test_states_created_lazily_from_first_input():

@@ -4,7 +4,7 @@ A layer is a thin stateful shell around a pure step function ``(x, state, params
 :mod:`tracetorch.functional`. The shell
 
 * declares named hidden states and creates them lazily from the first input's shape, dtype and device, and
-  refuses (``StateError``) to continue a stream whose batch or feature size changed;
+  refuses (``StateError``) to continue a stream whose batch or feature size, dtype or device changed;
 * defines parameters: scalar (rank 0) or per-neuron (rank 1), learnable (``nn.Parameter``) or fixed (buffer),
   stored raw and read through a smooth constraint (``params.py``); ``layer.beta`` is the effective value;
 * knows which input axis holds the features (``dim=``) and broadcasts per-neuron parameters along it, so one

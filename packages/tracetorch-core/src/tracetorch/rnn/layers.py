@@ -63,6 +63,12 @@ class _Recurrent(Layer):
         t = t.movedim(d, -1) if d != -1 else t
         return t.reshape(-1, t.shape[-1])
 
+    def _flat_state(self, t: Tensor, d: int) -> Tensor:
+        """A state as the cells' ``[batch, features]``, always row-major: a stream's own states flatten to that
+        without a copy, while a loaded (contiguous) one with a batch of 1 would flatten to a column-major view,
+        which the matrix product rounds differently; a resumed stream then left the uninterrupted one's numbers."""
+        return self._flat(t, d).contiguous()
+
     def _unflat(self, t: Tensor, like_shape: torch.Size, d: int) -> Tensor:
         moved = list(like_shape)
         moved.append(moved.pop(d))  # the shape with the feature axis last
@@ -100,7 +106,7 @@ class _Recurrent(Layer):
         if x.ndim == 2 and self.dim in (-1, 1):  # [batch, features]: the cells' own layout
             return self._cell(x, state, params)
         d = self.feature_dim(x.ndim)
-        flat = {k: self._flat(v, d) for k, v in state.items()}
+        flat = {k: self._flat_state(v, d) for k, v in state.items()}
         y, new = self._cell(self._flat(x, d), flat, params)
         shape = state["h"].shape
         return self._unflat(y, shape, d), {k: self._unflat(v, shape, d) for k, v in new.items()}
@@ -109,7 +115,7 @@ class _Recurrent(Layer):
         d = self.feature_dim(x_seq.ndim - 1)  # negative: the same axis in the sequence
         t = x_seq.shape[0]
         xs = (x_seq.movedim(d, -1) if d != -1 else x_seq).reshape(t, -1, self.in_features)
-        hx = [self._flat(state[k], d).unsqueeze(0) for k in self.state_list]
+        hx = [self._flat_state(state[k], d).unsqueeze(0) for k in self.state_list]
         flat_w = list(params.values())
         if xs.is_cuda:  # cuDNN warns that our per-parameter weights are not one flat buffer, and packs them
             with warnings.catch_warnings():  # itself each call (a copy of the weights: small next to the sequence)
