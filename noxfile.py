@@ -20,21 +20,28 @@ EXPERIMENTS = ROOT / "experiments"
 FRAMEWORK = EXPERIMENTS / "_framework"
 DEFAULT_LM = "bytelm-mamba.small-v2"  # the byte LM the demo streams from (embedded in tracetorch-zoo)
 TORCH = "torch==2.13.0"  # the CPU build on this machine's disk; a bare "torch" would download a CUDA build
+# torchvision imports only beside this pair (both on the machines' disks): the experiments that read images through
+# torchvision's loaders get a venv of their own with it (their smoke variants need no torchvision)
+VISION = ("torch==2.14.1", "torchvision==0.29.1")
+VISION_EXPERIMENTS = {"fashion_mnist"}
 
 nox.options.reuse_existing_virtualenvs = True
 nox.options.default_venv_backend = "venv"
 nox.options.sessions = ["lint", "tests"]
 
 
-def install(session: nox.Session, *requirements: str, editable: tuple[Path, ...] = ()) -> None:
-    """Install ``requirements`` (and ``editable`` local packages) with torch pinned; skip if unchanged.
+def install(
+    session: nox.Session, *requirements: str, editable: tuple[Path, ...] = (), torch_pins: tuple[str, ...] = (TORCH,)
+) -> None:
+    """Install ``requirements`` (and ``editable`` local packages) with torch pinned (``torch_pins``); skip if
+    unchanged.
 
     The stamp records the requirement list and the content of each local package's pyproject.toml, so a
     change to dependencies reinstalls and anything else does not.
     """
     if not isinstance(session.virtualenv, nox.virtualenv.VirtualEnv):
         session.error("install() needs a session with a virtualenv")
-    args = [TORCH, *requirements]
+    args = [*torch_pins, *requirements]
     for path in editable:
         args += ["-e", str(path)]
     key = json.dumps([args, [(path / "pyproject.toml").read_text() for path in editable]])
@@ -142,12 +149,14 @@ def _experiment_versions() -> list[tuple[str, str]]:
     return [(p.parent.parent.name, p.parent.name) for p in found]
 
 
-def _install_experiments(session: nox.Session) -> None:
-    """The experiments venv: core, zoo and the runner (editable), plus every ``experiments/*/requirements.txt``."""
+def _install_experiments(session: nox.Session, *, vision: bool = False) -> None:
+    """The experiments venv: core, zoo and the runner (editable), plus every ``experiments/*/requirements.txt``;
+    with ``vision``, torch and torchvision pinned to the pair that imports together (``VISION``)."""
     extra = []
     for path in sorted(EXPERIMENTS.glob("*/requirements.txt")):
         extra += [ln.split("#")[0].strip() for ln in path.read_text().splitlines() if ln.split("#")[0].strip()]
-    install(session, "pytest>=7", *sorted(set(extra)), editable=(CORE, ZOO, FRAMEWORK))
+    pins = VISION if vision else (TORCH,)
+    install(session, "pytest>=7", *sorted(set(extra)), editable=(CORE, ZOO, FRAMEWORK), torch_pins=pins)
 
 
 def _latest_versions() -> list[tuple[str, str]]:
@@ -164,8 +173,8 @@ def reproduce(session: nox.Session, experiment: str, version: str) -> None:
     """Full run of one experiment version: its parts in parallel (each resumes from its checkpoints), results/, check.
 
     ``nox -s "reproduce(experiment='byte_lm', version='v1')"``; extra arguments pass to ``python -m ttexp
-    reproduce`` (e.g. ``-- --variant gpu``)."""
-    _install_experiments(session)
+    reproduce`` (e.g. ``-- --variant gpu``). Experiments in ``VISION_EXPERIMENTS`` get torchvision."""
+    _install_experiments(session, vision=experiment in VISION_EXPERIMENTS)
     session.run("python", "-m", "ttexp", "reproduce", experiment, version, *session.posargs)
 
 
@@ -203,7 +212,9 @@ def check(session: nox.Session) -> None:
 def publish(session: nox.Session) -> None:
     """Publish a trained experiment to the zoo: ``nox -s publish -- byte_lm v1 [--endpoint URL | --local-hub DIR]``
     pushes weights, snapshots and results to the Hub and writes the new revision into the registry entry."""
-    _install_experiments(session)
     if len(session.posargs) < 2:
-        session.error("usage: nox -s publish -- NAME VERSION [--endpoint URL | --local-hub DIR] [--repo-id ID]")
+        session.error(
+            "usage: nox -s publish -- NAME VERSION [--endpoint URL | --local-hub DIR] [--repo-id ID] [--part PART]"
+        )
+    _install_experiments(session, vision=session.posargs[0] in VISION_EXPERIMENTS)
     session.run("python", "-m", "ttexp", "publish", *session.posargs)

@@ -16,7 +16,6 @@ import copy
 import json
 import lzma
 import math
-import shutil
 import time
 import zlib
 from pathlib import Path
@@ -30,7 +29,8 @@ import tracetorch_zoo as zoo
 from tracetorch_zoo import bytelm  # noqa: F401 - registers the bytelm-* architectures
 from ttexp import Trainer, dist
 from ttexp.corpora import read_text, sword_dump
-from ttexp.results import table_header, write_json
+from ttexp.results import table_header, write_json, write_weights
+from ttexp.schedule import lr_at
 
 LN2 = math.log(2.0)
 
@@ -108,15 +108,6 @@ class Streams:
 
 
 # ---------------------------------------------------------------------------------------------- training
-def lr_at(step: int, tc: dict[str, Any]) -> float:
-    """Linear warm-up, then cosine from ``lr`` to ``lr * min_lr_ratio`` at the last step."""
-    if step < tc["warmup"]:
-        return tc["lr"] * (step + 1) / tc["warmup"]
-    p = (step - tc["warmup"]) / max(1, tc["steps"] - tc["warmup"])
-    lo = tc["lr"] * tc["min_lr_ratio"]
-    return lo + 0.5 * (tc["lr"] - lo) * (1 + math.cos(math.pi * min(1.0, p)))
-
-
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """Weight decay on matrices only (not on embeddings, norms, biases, ``A_log``, ``D``)."""
     decay, rest = [], []
@@ -220,19 +211,10 @@ def train_part(ctx, part: str, train: bytes, held: bytes) -> dict[str, Any]:
             "runs": trainer.extra["runs"],
             "sample": sample_text(model, ctx),
         }
-        write_json(done_file, result)
-        save_final(ctx, part, model)
+        write_weights(model, ctx.run_dir / part / "model.safetensors")  # for publishing
+        write_json(done_file, result)  # "done" is recorded last, once the weights are complete
     dist.barrier()
     return result
-
-
-def save_final(ctx, part: str, model: torch.nn.Module) -> Path:
-    """The trained weights (safetensors) beside the checkpoints, for publishing."""
-    from safetensors.torch import save_file
-
-    path = ctx.run_dir / part / "model.safetensors"
-    save_file({k: v.contiguous().cpu() for k, v in model.state_dict().items()}, str(path))
-    return path
 
 
 def sample_text(model: torch.nn.Module, ctx) -> str:
@@ -278,7 +260,26 @@ def run(ctx) -> dict[str, Any] | None:
         if ctx.is_main:
             print(f"byte_lm: parts not finished yet: {missing}; results are written once all are done")
         return None
-    return {"data": info, "baselines_bpb": compressor_baselines(held), "models": results, "main": ctx.config["main"]}
+    out = {"data": info, "baselines_bpb": compressor_baselines(held), "models": results, "main": ctx.config["main"]}
+    if ctx.config.get("compare_with"):
+        out["compared"] = compared_results(ctx, info)
+    return out
+
+
+def compared_results(ctx, info: dict[str, Any]) -> dict[str, Any]:
+    """The models of version ``compare_with`` (its committed results.json), if trained on the same bytes and split
+    (same corpus digest and held-out split); ``{}`` otherwise (e.g. a smoke run on the shipped excerpt)."""
+    version = ctx.config["compare_with"]
+    path = ctx.exp_dir / version / "results" / "results.json"
+    if not path.is_file():
+        return {}
+    other = json.loads(path.read_text())
+    same = (other["data"].get("sha256"), other["data"]["heldout"]) == (info.get("sha256"), info["heldout"])
+    same = same and other["config"]["train"] == ctx.config["train"]
+    if not same:
+        return {}
+    return {f"{part} ({version})": {k: v for k, v in r.items() if k not in ("history", "runs", "sample")}
+            for part, r in other["models"].items()}  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------- reporting
@@ -301,6 +302,13 @@ def table(results: dict[str, Any]) -> str:
             f"| {part}: `{r['architecture']}`{star} | {r['num_parameters']:,} | **{r['heldout_bpb']:.3f}** | "
             f"{r['train_bpb_final']:.3f} | {r['train_bytes_seen']:,} ({r['epochs']:.2f}) | "
             f"{r['wall_seconds'] / 60:.1f} min | {r['train_bytes_per_second']:,.0f} |"
+        )
+    for part, r in results.get("compared", {}).items():
+        lines.append(
+            f"| {part}: `{r['architecture']}` (same data and training, from its results.json) | "
+            f"{r['num_parameters']:,} | **{r['heldout_bpb']:.3f}** | {r['train_bpb_final']:.3f} | "
+            f"{r['train_bytes_seen']:,} ({r['epochs']:.2f}) | {r['wall_seconds'] / 60:.1f} min | "
+            f"{r['train_bytes_per_second']:,.0f} |"
         )
     for name, v in results["baselines_bpb"].items():
         lines.append(f"| stdlib `{name}` (max. compression, held-out alone) | - | {v:.3f} | - | - | - | - |")
@@ -347,6 +355,8 @@ def plots(results: dict[str, Any], out: Path) -> None:
             label=f"{part} held-out (subset)",
         )
         ax.axhline(r["heldout_bpb"], color=color, ls=":", lw=1)
+    for i, (part, r) in enumerate(results.get("compared", {}).items(), len(results["models"])):
+        ax.axhline(r["heldout_bpb"], color=f"C{i}", ls=":", lw=1.2, label=f"{part} held-out (final)")
     for name, v in results["baselines_bpb"].items():
         ax.axhline(v, color="gray", ls="--", lw=0.8)
         ax.text(0, v, f" {name}", va="bottom", fontsize=7, color="gray")
@@ -369,20 +379,30 @@ def publish(
     local_hub: str | None = None,
     repo_id: str | None = None,
     registry_dir: str | None = None,
+    part: str | None = None,
 ) -> Path:
-    """Publish the main model of a finished run: ``save_pretrained`` (weights, config, the ``preamble`` state
-    snapshot, results, this config, golden tensors, model card), push to the Hub (``endpoint``, or a local test
-    Hub served from ``local_hub``), then write the registry entry pinned to the new commit and, with
-    ``publish.embed``, the files into the zoo package. Returns the entry's JSON path."""
+    """Publish a model of a finished run (``part``, default the config's ``main``) with
+    ``tracetorch_zoo.publish``: weights, config, the ``preamble`` state snapshot, results, this config, golden
+    tensors and model card, pushed to the Hub (``endpoint``, or a local test Hub served from ``local_hub``), then
+    the registry entry pinned to the new commit and, with ``embed``, the files inside the zoo package. The entry's
+    name and repository come from ``[publish]`` for the main part and ``[publish.parts.<part>]`` for others.
+    Returns the entry's JSON path."""
     from safetensors.torch import load_file
 
+    from tracetorch_zoo.publish import publish as zoo_publish
     from ttexp.results import read_results
 
-    pc = ctx.config["publish"]
     results = read_results(ctx.results_dir / "results.json")
     if results["provenance"]["config_hash"] != ctx.config.hash:
         raise SystemExit("byte_lm publish: results.json was made with another config; re-run the experiment")
-    part = results["main"]
+    part = part or results["main"]
+    pc = dict(ctx.config["publish"])
+    if part != results["main"]:
+        if part not in pc.get("parts", {}):
+            raise SystemExit(
+                f"byte_lm publish: no [publish.parts.{part}] in the config (name and repo_id of its entry)"
+            )
+        pc |= pc["parts"][part]
     model = build_model(ctx, part)
     model.load_state_dict(load_file(str(ctx.run_dir / part / "model.safetensors")))
     model.eval()
@@ -392,80 +412,86 @@ def publish(
     with torch.no_grad():
         model.scan(torch.tensor(list(preamble), dtype=torch.long).unsqueeze(-1))
     snapshot = model.save_states()
+    tt.zero_states(model)
     golden = torch.tensor(list(held[: 2 * pc["golden_bytes"]]), dtype=torch.long).view(2, -1).t().contiguous()
     r = results["models"][part]
-    ds, split = info["source"], info["heldout"]
+    dataset = corpus_dataset(ctx.config["data"], info)
+    split = info["heldout"]
 
-    def metric(name: str, value: float) -> dict[str, Any]:
-        return {"name": name, "type": "bits_per_byte", "value": round(value, 4), "dataset": ds, "split": split}
+    def metric(name: str, value: float, **extra: Any) -> dict[str, Any]:
+        out = {"name": name, "type": "bits_per_byte", "value": round(value, 4), "dataset": dataset, "split": split}
+        return out | {"task": "text-generation"} | extra
 
-    metrics = [metric("held-out bits per byte", r["heldout_bpb"])]
-    metrics += [metric(f"{k} (LSTM, same bytes seen)", v["heldout_bpb"]) for k, v in results["models"].items()
-                if k != part]  # fmt: skip
-    metrics += [metric(f"stdlib {k} on the same split", v) for k, v in results["baselines_bpb"].items()]
+    family = {"bytelm-mamba": "Mamba (tt.ssm.Mamba blocks)", "bytelm-lstm": "LSTM (tt.rnn.LSTM layers)",
+              "bytelm-snn": "spiking (tt.snn layers)"}  # fmt: skip
+    comparisons = [metric(f"{k}: {family.get(v['architecture'], v['architecture'])}", v["heldout_bpb"],
+                          source=f"{ctx.name} {ctx.version}, same bytes seen")
+                   for k, v in results["models"].items() if k != part]  # fmt: skip
+    comparisons += [metric(f"stdlib {k} (max. compression)", v, source="the held-out bytes compressed alone")
+                    for k, v in results["baselines_bpb"].items()]  # fmt: skip
+    kind = family.get(r["architecture"], r["architecture"])
+    usage = "\n".join([
+        "import tracetorch_zoo as zoo",
+        "",
+        f'lm = zoo.load("{pc["name"]}", states="preamble")  # embedded in tracetorch-zoo: works offline',
+        'for piece in lm.stream_bytes(b"Psalms 23:1: ", max_bytes=200, temperature=0.8):',
+        '    print(piece.decode("utf-8", "replace"), end="", flush=True)  # bytes appear as they are generated',
+    ])  # fmt: skip
     metadata = {
+        "name": pc["name"],
         "experiment": ctx.name,
         "version": ctx.version,
-        "dataset": info["source"],
-        "heldout": info["heldout"],
-        "license": info["license"],
-        "metrics": metrics,
+        "dataset": dataset["name"],
+        "task": "text-generation",
+        "license": "mit",
+        "data_license": info["license"],
+        "metrics": [metric("held-out bits per byte", r["heldout_bpb"])],
+        "comparisons": comparisons,
         "git_sha": results["provenance"]["git"]["sha"],
+        "usage": usage,
         "description": (
-            f"A byte-level language model ({r['num_parameters']:,} parameters) from traceTorch's Mamba blocks, "
-            f"trained by experiment {ctx.name} {ctx.version} on {ds}; it reads and writes raw UTF-8 bytes, one "
-            "per step, with a fixed-size hidden state (stream as long as you like in constant memory)."
+            f"A byte-level language model ({r['num_parameters']:,} parameters, {kind}) trained by experiment "
+            f"{ctx.name} {ctx.version} on {dataset['name']}; it reads and writes raw UTF-8 bytes, one per step, with "
+            "a fixed-size hidden state (stream as long as you like in constant memory)."
         ),
+        "intended_use": "Streaming text generation and next-byte prediction in the style of 19th-century English "
+        "devotional prose; a small, CPU-trainable example of a stateful byte LM with hidden-state snapshots.",
+        "limitations": "Trained on one 11.5 MB book: it imitates its style and invents facts, references and "
+        "quotations. No safety tuning. English only; other text is out of distribution.",
     }
-    folder = ctx.run_dir / "publish" / pc["name"]
-    zoo.save_pretrained(
+    preamble_info = {
+        "meaning": f"states after reading the first {len(preamble)} bytes of the training corpus (batch 1): "
+        "generation starts in the corpus's style",
+        "primed_on": f"the first {len(preamble)} bytes of the training corpus",
+        "steps_consumed": str(len(preamble)),
+    }
+    return zoo_publish(
         model,
-        folder,
+        name=pc["name"],
+        repo_id=repo_id or pc["repo_id"],
+        work_dir=ctx.run_dir / "publish",
+        tag=f"{ctx.name}-{ctx.version}-{part}",
         states={"preamble": snapshot},
-        state_info={
-            "preamble": {
-                "primed_on": f"the first {len(preamble)} bytes of the training corpus",
-                "steps_consumed": str(len(preamble)),
-            }
-        },
+        state_info={"preamble": preamble_info},
         metadata=metadata,
         results={k: v for k, v in results.items() if k != "models"} | {"model": r | {"history": r["history"][-5:]}},
         experiment_config=ctx.config.path,
         golden_inputs=golden,
-        overwrite=True,
+        license=info["license"] + "; weights MIT",
+        endpoint=endpoint,
+        local_hub=local_hub,
+        registry_dir=registry_dir,
+        embed=pc.get("embed", False),
     )
-    zoo.verify_golden(folder)
-    repo = repo_id or pc["repo_id"]
-    server = None
-    if local_hub:
-        from tracetorch_zoo.testing.hub_server import LocalHub
 
-        server = LocalHub(local_hub).start()
-        endpoint = server.endpoint
-    try:
-        sha = zoo.push_to_hub(folder, repo, tag=f"{ctx.name}-{ctx.version}", endpoint=endpoint)
-    finally:
-        if server is not None:
-            server.close()
-    target = Path(registry_dir) if registry_dir else ctx.root / "packages" / "tracetorch-zoo" / "src" / "tracetorch_zoo"
-    embedded = None
-    if pc.get("embed"):
-        embedded = f"embedded/{pc['name']}"
-        shutil.rmtree(target / embedded, ignore_errors=True)
-        shutil.copytree(folder, target / embedded)
-        for p in (target / embedded).rglob("*"):  # readable by everyone once installed (temp files are 0600)
-            p.chmod(0o755 if p.is_dir() else 0o644)
-        (target / embedded).chmod(0o755)
-    entry = zoo.make_entry(
-        folder,
-        name=pc["name"],
-        repo_id=repo,
-        revision=sha,
-        license=info["license"],
-        metadata={k: metadata[k] for k in ("experiment", "version", "dataset", "metrics")},
-        embedded=embedded,
-    )
-    path = write_json(target / "entries" / f"{pc['name']}.json", entry.to_json())
-    print(f"published {pc['name']}: {repo}@{sha} ({'local test hub' if local_hub else endpoint or 'HF_ENDPOINT'})")
-    print(f"registry entry: {path}")
-    return path
+
+def corpus_dataset(dc: dict[str, Any], info: dict[str, Any]) -> dict[str, str]:
+    """``{"id", "name"}`` of the corpus for model cards: a Hub dataset id, the Debian package, or the file."""
+    if dc["source"] == "hub":
+        return {"id": dc["dataset"], "name": f"{dc['dataset']} ({dc['name']})"}
+    if dc["source"] == "sword":
+        return {
+            "id": dc["package"],
+            "name": "The Treasury of David (C. H. Spurgeon), CrossWire SWORD module " + dc["module"],
+        }
+    return {"id": Path(dc["path"]).name, "name": f"{Path(dc['path']).name} ({info['license']})"}

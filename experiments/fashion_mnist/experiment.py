@@ -224,6 +224,7 @@ def run(ctx) -> dict[str, Any] | None:
                 "architecture": ctx.config["models"][part]["architecture"],
                 "num_parameters": runs[0]["num_parameters"],
                 "test_acc": {"mean": mean, "std": _std(accs), "seeds": accs},
+                "stream_check_max_abs": max(r["stream_check_max_abs"] for r in runs),
                 "wall_seconds": sum(r["wall_seconds"] for r in runs),
                 "seconds_per_step": sum(r["seconds_per_step"] for r in runs) / len(runs),
                 "runs": runs,
@@ -275,8 +276,10 @@ def table(results: dict[str, Any]) -> str:
             f"{spread} | {r['seconds_per_step']:.3f} | {r['wall_seconds'] / 60:.1f} min |"
         )
     if d["source"] == "fashion-mnist":
-        lines += ["", "Published conv SNNs on the same test set (read in the papers' own text):", "",
-                  "| model | test accuracy | where |", "|---|---:|---|"]  # fmt: skip
+        note = (
+            "Published conv SNNs on the same test set (each read in its authors' own code or docs; see the CHANGELOG):"
+        )
+        lines += ["", note, "", "| model | test accuracy | where |", "|---|---:|---|"]
         lines += [f"| {p['model']} | {p['test_acc']:.4f} | {p['where']} |" for p in results["published"]]
     lines += [
         "",

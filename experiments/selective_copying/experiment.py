@@ -26,7 +26,6 @@ resuming per seed), and the run that finds every part finished writes the result
 from __future__ import annotations
 
 import json
-import math
 import statistics
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ from torch import Tensor, nn
 import tracetorch as tt
 from ttexp import Trainer
 from ttexp.results import table_header, write_json
+from ttexp.schedule import lr_at
 
 # Table 1 of Gu & Dao (arXiv:2312.00752v2, §4.1.1): accuracy (%) by architecture and inner layer, VERIFIED in
 # ../../shared/PAPERS.md §1 (three independent copies of the paper agree). Keys: (architecture, layer).
@@ -204,15 +204,6 @@ def build_model(mc: dict[str, Any], vocab: int, seed: int) -> CopyModel:
 
 
 # ---------------------------------------------------------------------------------------------- training
-def lr_at(step: int, tc: dict[str, Any]) -> float:
-    """Linear warm-up, then cosine from ``lr`` to ``lr * min_lr_ratio`` at the last step."""
-    if step < tc["warmup"]:
-        return tc["lr"] * (step + 1) / tc["warmup"]
-    p = (step - tc["warmup"]) / max(1, tc["steps"] - tc["warmup"])
-    lo = tc["lr"] * tc["min_lr_ratio"]
-    return lo + 0.5 * (tc["lr"] - lo) * (1 + math.cos(math.pi * min(1.0, p)))
-
-
 def loss_and_correct(model: CopyModel, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     """Cross-entropy on the marker positions and the number of correctly copied tokens."""
     tt.zero_states(model)  # every sequence starts from zero states

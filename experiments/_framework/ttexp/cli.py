@@ -170,8 +170,14 @@ def cmd_publish(args: argparse.Namespace) -> int:
     mod = load_experiment(args.name)
     if not hasattr(mod, "publish"):
         raise SystemExit(f"ttexp: experiment {args.name} publishes nothing")
+    extra = {"part": args.part} if args.part else {}  # only experiments with several publishable parts take it
     mod.publish(
-        ctx, endpoint=args.endpoint, local_hub=args.local_hub, repo_id=args.repo_id, registry_dir=args.registry_dir
+        ctx,
+        endpoint=args.endpoint,
+        local_hub=args.local_hub,
+        repo_id=args.repo_id,
+        registry_dir=args.registry_dir,
+        **extra,
     )
     return 0
 
@@ -244,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(
                 "--registry-dir", default=None, help="where entries/ and embedded/ go (default: the zoo package)"
             )
+            p.add_argument("--part", default=None, help="the part to publish (default: the config's main part)")
     return ap
 
 

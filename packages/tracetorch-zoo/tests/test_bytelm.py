@@ -107,29 +107,3 @@ def test_save_pretrained_round_trip(tmp_path):
     loaded = zoo.load_pretrained(tmp_path / "m", states="primed")
     x = torch.tensor([65])
     torch.testing.assert_close(loaded(x), model(x))
-
-
-EMBEDDED = [n for n in zoo.list_models() if zoo.get_entry(n).embedded]  # the packaged ones
-
-
-def test_the_byte_lms_are_embedded():
-    assert "bytelm-mamba.small" in EMBEDDED
-
-
-@pytest.mark.parametrize("name", EMBEDDED)
-def test_packaged_entry_is_what_it_claims(name):
-    """An embedded byte LM: files match the pinned hashes, the recorded parameter count and size are right, the
-    golden tensors reproduce (scan and step by step), and the preamble snapshot loads."""
-    from importlib import resources
-    from pathlib import Path
-
-    entry = zoo.get_entry(name)
-    folder = Path(str(resources.files("tracetorch_zoo") / entry.embedded))
-    zoo.verify_files(folder, entry.files, "embedded default")
-    assert set(zoo.file_hashes(folder)) == set(entry.files)
-    assert entry.metadata["size_bytes"] == sum((folder / p).stat().st_size for p in entry.files)
-    model = zoo.load(name, states="preamble")
-    assert sum(p.numel() for p in model.parameters()) == entry.metadata["num_parameters"]
-    zoo.verify_golden(folder)
-    out = b"".join(model.stream_bytes(b"Psalms 1:1: ", max_bytes=20, generator=torch.Generator().manual_seed(0)))
-    assert len(out) == 20

@@ -19,14 +19,22 @@ from torch import nn
 
 from .errors import UnknownArchitectureError
 
-__all__ = ["architecture_names", "build", "get_architecture", "model_config", "register"]
+__all__ = ["FAMILIES", "architecture_names", "build", "family_of", "get_architecture", "model_config", "register"]
 
 _NAME = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 _ARCHITECTURES: dict[str, type[nn.Module]] = {}
 
 
-def register(name: str):
-    """Register a model class under ``name`` (lowercase words joined by ``-``) and record init arguments."""
+FAMILIES = ("snn", "rnn", "ssm", "other")
+
+
+def register(name: str, *, family: str = "other"):
+    """Register a model class under ``name`` (lowercase words joined by ``-``) and record init arguments.
+
+    ``family`` (``"snn"``, ``"rnn"``, ``"ssm"`` or ``"other"``) says what kind of stateful network it is; the
+    registry's listings group by it."""
+    if family not in FAMILIES:
+        raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
     if not _NAME.match(name):
         raise ValueError(f"architecture names are lowercase words joined by '-', got {name!r}")
 
@@ -52,6 +60,7 @@ def register(name: str):
 
         cls.__init__ = __init__
         cls.zoo_architecture = name
+        cls.zoo_family = family
         _ARCHITECTURES[name] = cls
         return cls
 
@@ -74,6 +83,11 @@ def get_architecture(name: str) -> type[nn.Module]:
         raise UnknownArchitectureError(
             f"unknown architecture {name!r}{hint} (registered: {known}). Import the module that registers it."
         ) from None
+
+
+def family_of(name: str) -> str:
+    """The family (``snn``, ``rnn``, ``ssm``, ``other``) of registered architecture ``name``."""
+    return getattr(get_architecture(name), "zoo_family", "other")
 
 
 def model_config(model: nn.Module) -> dict[str, Any]:

@@ -6,7 +6,8 @@ after some background noise starts a stream warm:
 
 * :class:`StreamingLogMel` keeps the last ``n_fft - hop`` samples (state ``tail``) and a running loudness
   ``level`` (an exponential moving average of the frame's mean mel power, decay ``level_decay``; the first frame
-  of a fresh stream sets it). Frame features, in ``[0, ~1.5]``::
+  of a fresh stream sets it; never below ``level_floor``, a microphone's noise floor, so digital silence does
+  not make the next sound look infinitely loud). Frame features, in ``[0, ~1.5]``::
 
       f_t = (max(dB(mel_t), dB(level_t) - top_db) - dB(level_t)) / top_db + 1,   dB(p) = 10 log10(max(p, 1e-10))
 
@@ -38,12 +39,15 @@ class StreamingLogMel(tt.Model):
     ``[B, 1]``. ``scan`` computes every frame of ``[T, B, hop]`` at once, then the level recurrence step by step.
     """
 
-    def __init__(self, n_fft: int, hop: int, n_mels: int, top_db: float, level_decay: float) -> None:
+    def __init__(
+        self, n_fft: int, hop: int, n_mels: int, top_db: float, level_decay: float, level_floor: float = 0.0
+    ) -> None:
         super().__init__()
         if not (0 < hop <= n_fft) or n_mels < 1 or top_db <= 0 or not (0.0 <= level_decay < 1.0):
             raise ValueError(f"need 0 < hop <= n_fft, n_mels >= 1, top_db > 0, 0 <= level_decay < 1; got "
                              f"{n_fft}, {hop}, {n_mels}, {top_db}, {level_decay}")  # fmt: skip
         self.n_fft, self.hop, self.top_db, self.level_decay = n_fft, hop, float(top_db), float(level_decay)
+        self.level_floor = float(level_floor)
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
         self.register_buffer("mel", torch.zeros(n_mels, n_fft // 2 + 1))
         self.define_state("tail")
@@ -73,7 +77,8 @@ class StreamingLogMel(tt.Model):
 
     def _next_level(self, mel: Tensor, level: Tensor | None) -> Tensor:
         energy = mel.mean(-1, keepdim=True)
-        return energy if level is None else self.level_decay * level + (1.0 - self.level_decay) * energy
+        level = energy if level is None else self.level_decay * level + (1.0 - self.level_decay) * energy
+        return level.clamp_min(self.level_floor)
 
     def forward(self, x: Tensor) -> Tensor:
         """One hop of samples ``[B, hop]`` -> one feature frame ``[B, n_mels]``."""
@@ -160,13 +165,13 @@ class FrameClassifier(tt.Model):
         return self.head.scan(h)
 
 
-@register("snn-keyword-spotter")
+@register("snn-keyword-spotter", family="snn")
 class KeywordSpotter(tt.Model):
     """Spiking keyword spotter on raw audio (see the module docstring).
 
     Args:
         rate: sample rate in Hz (the features' frame rate is ``rate / hop``).
-        n_fft, hop, n_mels, top_db, level_decay: the streaming front end (:class:`StreamingLogMel`).
+        n_fft, hop, n_mels, top_db, level_decay, level_floor: the streaming front end (:class:`StreamingLogMel`).
         hidden, layers: width and number of :class:`SpikingBlock`.
         decay_range: initial decays of the blocks' traces, uniform per neuron.
         readout_beta: decay of the LI readout.
@@ -184,6 +189,7 @@ class KeywordSpotter(tt.Model):
         n_mels: int = 40,
         top_db: float = 80.0,
         level_decay: float = 0.97,
+        level_floor: float = 0.0,
         hidden: int = 128,
         layers: int = 3,
         decay_range: list[float] = (0.5, 0.989),
@@ -194,7 +200,7 @@ class KeywordSpotter(tt.Model):
         super().__init__()
         self.rate, self.labels = int(rate), list(labels)
         gen = torch.Generator().manual_seed(seed)
-        self.front = StreamingLogMel(n_fft, hop, n_mels, top_db, level_decay)
+        self.front = StreamingLogMel(n_fft, hop, n_mels, top_db, level_decay, level_floor)
         head = nn.Linear(hidden, len(self.labels))
         nn.init.zeros_(head.weight)
         nn.init.zeros_(head.bias)
@@ -214,10 +220,11 @@ class KeywordSpotter(tt.Model):
         return self.net.scan(self.front.scan(x_seq))
 
     def frames(self, audio: Tensor) -> Tensor:
-        """Audio ``[B, L]`` (L a multiple of ``hop``; pad or cut first) -> hops ``[L // hop, B, hop]``."""
-        if not isinstance(audio, Tensor) or audio.ndim != 2 or audio.shape[1] % self.hop:
+        """Audio ``[B, L]`` -> hops ``[ceil(L / hop), B, hop]``; a last partial hop is padded with zeros."""
+        if not isinstance(audio, Tensor) or audio.ndim != 2 or not audio.is_floating_point():
             got = tuple(audio.shape) if isinstance(audio, Tensor) else type(audio).__name__
-            raise ValueError(f"expected audio [B, L] with L a multiple of hop={self.hop}, got {got}")
+            raise ValueError(f"expected float audio [B, L], got {got}")
+        audio = torch.nn.functional.pad(audio, (0, -audio.shape[1] % self.hop))
         return audio.reshape(audio.shape[0], -1, self.hop).transpose(0, 1)
 
     def classify(self, audio: Tensor) -> Tensor:

@@ -1,4 +1,5 @@
-"""Byte-level language models: ``bytelm-mamba`` (a stack of ``tt.ssm.Mamba`` blocks) and ``bytelm-lstm``.
+"""Byte-level language models: ``bytelm-mamba`` (a stack of ``tt.ssm.Mamba`` blocks), ``bytelm-lstm`` and
+``bytelm-snn`` (residual blocks of spiking neurons whose spikes reach the residual stream through synaptic traces).
 
 Both read one byte per step (``[batch]`` int64 in ``0..255``) and return logits ``[batch, 256]`` for the next
 byte; ``scan`` takes ``[T, batch]`` and returns ``[T, batch, 256]`` with the same numbers, continuing from and
@@ -9,6 +10,7 @@ the only thing carried from step to step is the fixed-size hidden state.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import torch
@@ -19,7 +21,7 @@ import tracetorch as tt
 
 from .architectures import register
 
-__all__ = ["LSTMByteLM", "MambaByteLM", "RMSNorm", "sample_next"]
+__all__ = ["LSTMByteLM", "MambaByteLM", "RMSNorm", "SpikingByteLM", "sample_next"]
 
 VOCAB = 256
 
@@ -104,7 +106,7 @@ class _MambaBlock(tt.Model):
         return x_seq + self.mixer.scan(self.norm(x_seq))
 
 
-@register("bytelm-mamba")
+@register("bytelm-mamba", family="ssm")
 class MambaByteLM(_ByteLM):
     """Byte LM from Mamba blocks: embedding, ``n_layers`` x ``x + Mamba(RMSNorm(x))``, RMSNorm, linear head.
 
@@ -141,7 +143,7 @@ class MambaByteLM(_ByteLM):
         return self.head(self.norm(h))
 
 
-@register("bytelm-lstm")
+@register("bytelm-lstm", family="rnn")
 class LSTMByteLM(_ByteLM):
     """Byte LM from LSTMs (the classic baseline): embedding, ``n_layers`` x ``tt.rnn.LSTM``, linear head."""
 
@@ -164,3 +166,99 @@ class LSTMByteLM(_ByteLM):
         for layer in self.layers:
             h = layer.scan(h)
         return self.head(h)
+
+
+def log_uniform_decays(n: int, tau_range: tuple[float, float], gen: torch.Generator) -> Tensor:
+    """``n`` decays ``beta = 1 - 1 / tau`` with time constants ``tau`` log-uniform in ``tau_range`` (steps)."""
+    lo, hi = (math.log(t) for t in tau_range)
+    tau = torch.exp(lo + (hi - lo) * torch.rand(n, generator=gen, dtype=torch.float64))
+    return (1.0 - 1.0 / tau).float()
+
+
+class _SpikingBlock(tt.Model):
+    """Pre-norm residual block ``x + W_out LI(spikes(W_in RMSNorm(x)))``.
+
+    ``spikes`` is a firing layer of ``tt.snn`` (``neuron``, e.g. ``"LIB"``: ``m_t = beta m_{t-1} + u_t``, a spike
+    ``s_t = H(m_t - theta)`` resets ``m`` by ``theta``) with per-neuron membrane time constants log-uniform in
+    ``tau_range``; with ``synapse`` the spikes pass through a leaky integrator (``snn.LI``, a post-synaptic trace
+    ``c_t = alpha c_{t-1} + s_t``, its own time constants) before ``W_out``, so the residual stream sees a filtered
+    spike train; without, it sees the binary spikes themselves.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        hidden: int,
+        neuron: str,
+        tau_range: tuple[float, float],
+        synapse: bool,
+        gen: torch.Generator,
+    ) -> None:
+        super().__init__()
+        self.norm = RMSNorm(d_model)
+        self.w_in = nn.Linear(d_model, hidden)
+        self.neuron = getattr(tt.snn, neuron)(hidden, log_uniform_decays(hidden, tau_range, gen))
+        self.trace = tt.snn.LI(hidden, log_uniform_decays(hidden, tau_range, gen)) if synapse else None
+        self.w_out = nn.Linear(hidden, d_model)
+
+    def forward(self, x: Tensor) -> Tensor:
+        s = self.neuron(self.w_in(self.norm(x)))
+        return x + self.w_out(self.trace(s) if self.trace is not None else s)
+
+    def scan(self, x_seq: Tensor) -> Tensor:
+        s = self.neuron.scan(self.w_in(self.norm(x_seq)))
+        return x_seq + self.w_out(self.trace.scan(s) if self.trace is not None else s)
+
+
+@register("bytelm-snn", family="snn")
+class SpikingByteLM(_ByteLM):
+    """Byte LM from spiking neurons: embedding, ``n_layers`` x :class:`_SpikingBlock`, RMSNorm, linear head.
+
+    Args:
+        d_model: width of the residual stream. hidden: spiking neurons per block. n_layers: blocks.
+        neuron: a firing type of ``tt.snn`` whose first parameter is its decay (``"LIB"``, ``"RLIB"``, ...).
+        tau_range: membrane (and trace) time constants, log-uniform per neuron, in steps (bytes).
+        synapse: spikes reach ``W_out`` through a leaky-integrator trace (``True``) or as they are.
+        seed: generator seed of the time constants (the weights are then trained or loaded).
+    """
+
+    def __init__(
+        self,
+        d_model: int = 256,
+        hidden: int = 768,
+        n_layers: int = 4,
+        neuron: str = "LIB",
+        tau_range: list[float] = (2.0, 256.0),
+        synapse: bool = True,
+        seed: int = 0,
+    ):
+        super().__init__()
+        gen = torch.Generator().manual_seed(seed)
+        self.embed = nn.Embedding(VOCAB, d_model)
+        self.blocks = nn.ModuleList(
+            _SpikingBlock(d_model, hidden, neuron, tuple(tau_range), synapse, gen) for _ in range(n_layers)
+        )
+        self.norm = RMSNorm(d_model)
+        self.head = nn.Linear(d_model, VOCAB)
+        nn.init.normal_(self.embed.weight, std=0.1)
+        for b in self.blocks:  # shrink each residual branch's output with depth, as for the Mamba model
+            nn.init.normal_(b.w_out.weight, std=0.02 / (2 * n_layers) ** 0.5)
+            nn.init.zeros_(b.w_out.bias)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """One step: bytes ``[batch]`` -> next-byte logits ``[batch, 256]``."""
+        self._check_bytes(x, 1, "forward")
+        h = self.embed(x)
+        for b in self.blocks:
+            h = b(h)
+        return self.head(self.norm(h))
+
+    def scan(self, x_seq: Tensor) -> Tensor:
+        """Whole sequence: bytes ``[T, batch]`` -> logits ``[T, batch, 256]`` (same numbers as stepping)."""
+        self._check_bytes(x_seq, 2, "scan")
+        h = self.embed(x_seq)
+        for b in self.blocks:
+            h = b.scan(h)
+        return self.head(self.norm(h))

@@ -37,7 +37,7 @@ class Standardize(nn.Module):
         return f"mean={self.mean}, std={self.std}"
 
 
-@register("snn-conv-classifier")
+@register("snn-conv-classifier", family="snn")
 class SpikingConvClassifier(tt.Model):
     """Convolutional SNN classifier: ``[Conv3x3 -> BatchNorm -> LIB -> MaxPool2] x len(channels) -> Flatten ->
     Linear(hidden) -> LIB -> Linear(classes)``, inputs standardised by ``(x - mean) / std`` first.
