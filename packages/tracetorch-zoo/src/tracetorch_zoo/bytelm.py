@@ -91,6 +91,27 @@ class _ByteLM(tt.Model):
             logits = self(nxt)
 
 
+class _ResidualByteLM(_ByteLM):
+    """``embed -> blocks -> norm -> head``: the step and sequence paths of byte LMs built from residual blocks
+    (subclasses set ``embed``, ``blocks``, ``norm`` and ``head``)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        """One step: bytes ``[batch]`` -> next-byte logits ``[batch, 256]``."""
+        self._check_bytes(x, 1, "forward")
+        h = self.embed(x)
+        for b in self.blocks:
+            h = b(h)
+        return self.head(self.norm(h))
+
+    def scan(self, x_seq: Tensor) -> Tensor:
+        """Whole sequence: bytes ``[T, batch]`` -> logits ``[T, batch, 256]`` (same numbers as stepping)."""
+        self._check_bytes(x_seq, 2, "scan")
+        h = self.embed(x_seq)
+        for b in self.blocks:
+            h = b.scan(h)
+        return self.head(self.norm(h))
+
+
 class _MambaBlock(tt.Model):
     """Pre-norm residual block ``x + Mamba(RMSNorm(x))``."""
 
@@ -107,7 +128,7 @@ class _MambaBlock(tt.Model):
 
 
 @register("bytelm-mamba", family="ssm")
-class MambaByteLM(_ByteLM):
+class MambaByteLM(_ResidualByteLM):
     """Byte LM from Mamba blocks: embedding, ``n_layers`` x ``x + Mamba(RMSNorm(x))``, RMSNorm, linear head.
 
     Args:
@@ -125,22 +146,6 @@ class MambaByteLM(_ByteLM):
             nn.init.normal_(b.mixer.out_proj.weight, std=0.02 / (2 * n_layers) ** 0.5)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """One step: bytes ``[batch]`` -> next-byte logits ``[batch, 256]``."""
-        self._check_bytes(x, 1, "forward")
-        h = self.embed(x)
-        for b in self.blocks:
-            h = b(h)
-        return self.head(self.norm(h))
-
-    def scan(self, x_seq: Tensor) -> Tensor:
-        """Whole sequence: bytes ``[T, batch]`` -> logits ``[T, batch, 256]`` (same numbers as stepping)."""
-        self._check_bytes(x_seq, 2, "scan")
-        h = self.embed(x_seq)
-        for b in self.blocks:
-            h = b.scan(h)
-        return self.head(self.norm(h))
 
 
 @register("bytelm-lstm", family="rnn")
@@ -211,7 +216,7 @@ class _SpikingBlock(tt.Model):
 
 
 @register("bytelm-snn", family="snn")
-class SpikingByteLM(_ByteLM):
+class SpikingByteLM(_ResidualByteLM):
     """Byte LM from spiking neurons: embedding, ``n_layers`` x :class:`_SpikingBlock`, RMSNorm, linear head.
 
     Args:
@@ -246,19 +251,3 @@ class SpikingByteLM(_ByteLM):
             nn.init.zeros_(b.w_out.bias)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """One step: bytes ``[batch]`` -> next-byte logits ``[batch, 256]``."""
-        self._check_bytes(x, 1, "forward")
-        h = self.embed(x)
-        for b in self.blocks:
-            h = b(h)
-        return self.head(self.norm(h))
-
-    def scan(self, x_seq: Tensor) -> Tensor:
-        """Whole sequence: bytes ``[T, batch]`` -> logits ``[T, batch, 256]`` (same numbers as stepping)."""
-        self._check_bytes(x_seq, 2, "scan")
-        h = self.embed(x_seq)
-        for b in self.blocks:
-            h = b.scan(h)
-        return self.head(self.norm(h))
