@@ -13,7 +13,6 @@ seed into the zoo entry named in ``[publish]``.
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ import torch.nn.functional as F
 
 import tracetorch_zoo as zoo
 from ttexp import Trainer, digit_images
-from ttexp.results import table_header, write_json, write_weights
+from ttexp.results import seed_summary, table_header, write_json, write_weights
 from ttexp.schedule import lr_at
 
 # Published conv SNNs on Fashion-MNIST (test accuracy), each read in its authors' own code or docs (the papers'
@@ -218,12 +217,10 @@ def run(ctx) -> dict[str, Any] | None:
             runs = [json.loads(f.read_text()) for s in ctx.config["seeds"]
                     if (f := ctx.run_dir / part / f"seed{s}.json").is_file()]  # fmt: skip
         if len(runs) == len(ctx.config["seeds"]) and all(runs):
-            accs = [r["test_acc"] for r in runs]
-            mean = sum(accs) / len(accs)
             results[part] = {
                 "architecture": ctx.config["models"][part]["architecture"],
                 "num_parameters": runs[0]["num_parameters"],
-                "test_acc": {"mean": mean, "std": _std(accs), "seeds": accs},
+                "test_acc": seed_summary(runs, "test_acc"),
                 "stream_check_max_abs": max(r["stream_check_max_abs"] for r in runs),
                 "wall_seconds": sum(r["wall_seconds"] for r in runs),
                 "seconds_per_step": sum(r["seconds_per_step"] for r in runs) / len(runs),
@@ -240,11 +237,6 @@ def ttexp_check_parts(ctx, names: list[str]) -> None:
     unknown = set(ctx.only or []) - set(names)
     if unknown:
         raise SystemExit(f"fashion_mnist: unknown part(s) {sorted(unknown)}; parts: {names}")
-
-
-def _std(vals: list[float]) -> float:
-    mean = sum(vals) / len(vals)
-    return math.sqrt(sum((v - mean) ** 2 for v in vals) / max(1, len(vals) - 1))
 
 
 # ---------------------------------------------------------------------------------------------- reporting

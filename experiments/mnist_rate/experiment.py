@@ -20,7 +20,6 @@ in ``seeds``; ``--only <part>`` trains one part (parts run in parallel processes
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ from tracetorch import snn
 from tracetorch.functional import SpikeFunction
 from ttexp import Trainer
 from ttexp import digit_images as mnist_data
-from ttexp.results import table_header, write_json
+from ttexp.results import seed_summary, table_header, write_json
 
 
 # ------------------------------------------------------------------------------------------------- models
@@ -168,13 +167,6 @@ def train_seed(ctx, part: str, seed: int, data: tuple) -> dict[str, Any]:
     return result
 
 
-def _summary(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
-    vals = [r[key] for r in runs]
-    mean = sum(vals) / len(vals)
-    sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / max(1, len(vals) - 1))
-    return {"mean": mean, "std": sd, "seeds": vals}
-
-
 def logistic_baseline(data: tuple) -> float:
     """Test accuracy of multinomial logistic regression on the raw pixels (what the data allows without time)."""
     from sklearn.linear_model import LogisticRegression
@@ -211,9 +203,9 @@ def run(ctx) -> dict[str, Any] | None:
                     "upstream": mc["upstream"],
                     "headline": mc["headline"],
                     "num_parameters": runs[0]["num_parameters"],
-                    "test_acc_last": _summary(runs, "test_acc_last"),
-                    "test_acc_mean": _summary(runs, "test_acc_mean"),
-                    "test_acc": _summary(runs, f"test_acc_{mc['headline']}"),
+                    "test_acc_last": seed_summary(runs, "test_acc_last"),
+                    "test_acc_mean": seed_summary(runs, "test_acc_mean"),
+                    "test_acc": seed_summary(runs, f"test_acc_{mc['headline']}"),
                     "seconds_per_step": sum(r["seconds_per_step"] for r in runs) / len(runs),
                     "wall_seconds": sum(r["wall_seconds"] for r in runs),
                     "runs": runs,

@@ -19,7 +19,6 @@ Every readout is zero-initialised. ``--only <part>`` trains one part (parts run 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ import tracetorch as tt
 from tracetorch import rnn, snn, ssm
 from ttexp import Trainer
 from ttexp import digit_images as mnist_data
-from ttexp.results import table_header, write_json
+from ttexp.results import seed_summary, table_header, write_json
 
 
 # --------------------------------------------------------------------------------------------------- task
@@ -168,13 +167,6 @@ def load_task(ctx) -> dict[str, Any]:
     return {"train_seq": train_seq, "train_y": train_y, "test_seq": test_seq, "test_y": test_y, "info": info}
 
 
-def _summary(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
-    vals = [r[key] for r in runs]
-    mean = sum(vals) / len(vals)
-    sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / max(1, len(vals) - 1))
-    return {"mean": mean, "std": sd, "seeds": vals}
-
-
 # ---------------------------------------------------------------------------------------------- ttexp API
 def parts(ctx) -> list[str]:
     """One part per ``[models.<part>]`` table (each trains all seeds, in its own process)."""
@@ -199,7 +191,7 @@ def run(ctx) -> dict[str, Any] | None:
                 results[part] = {
                     "upstream": ctx.config["models"][part]["upstream"],
                     "num_parameters": runs[0]["num_parameters"],
-                    "test_acc": _summary(runs, "test_acc"),
+                    "test_acc": seed_summary(runs, "test_acc"),
                     "seconds_per_step": sum(r["seconds_per_step"] for r in runs) / len(runs),
                     "wall_seconds": sum(r["wall_seconds"] for r in runs),
                     "runs": runs,

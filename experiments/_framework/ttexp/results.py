@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["check_expected", "flatten", "read_results", "table_header", "write_json", "write_weights"]
+__all__ = ["check_expected", "flatten", "read_results", "seed_summary", "table_header", "write_json", "write_weights"]
 
 
 def write_json(path: str | Path, data: Any) -> Path:
@@ -36,6 +36,14 @@ def write_weights(model, path: str | Path) -> Path:
     save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp))
     os.replace(tmp, path)
     return path
+
+
+def seed_summary(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    """``{"mean", "std", "seeds"}`` of ``run[key]`` over the runs of several seeds (sample sd; 0 for one run)."""
+    vals = [r[key] for r in runs]
+    mean = sum(vals) / len(vals)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / max(1, len(vals) - 1))
+    return {"mean": mean, "std": sd, "seeds": vals}
 
 
 def read_results(path: str | Path) -> dict[str, Any]:
