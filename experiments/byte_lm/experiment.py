@@ -389,12 +389,9 @@ def publish(
     Returns the entry's JSON path."""
     from safetensors.torch import load_file
 
-    from tracetorch_zoo.publish import publish as zoo_publish
-    from ttexp.results import read_results
+    from ttexp.publishing import finished_results, publish_entry
 
-    results = read_results(ctx.results_dir / "results.json")
-    if results["provenance"]["config_hash"] != ctx.config.hash:
-        raise SystemExit("byte_lm publish: results.json was made with another config; re-run the experiment")
+    results = finished_results(ctx)
     part = part or results["main"]
     pc = dict(ctx.config["publish"])
     if part != results["main"]:
@@ -465,24 +462,12 @@ def publish(
         "primed_on": f"the first {len(preamble)} bytes of the training corpus",
         "steps_consumed": str(len(preamble)),
     }
-    return zoo_publish(
-        model,
-        name=pc["name"],
-        repo_id=repo_id or pc["repo_id"],
-        work_dir=ctx.run_dir / "publish",
-        tag=f"{ctx.name}-{ctx.version}-{part}",
-        states={"preamble": snapshot},
-        state_info={"preamble": preamble_info},
-        metadata=metadata,
-        results={k: v for k, v in results.items() if k != "models"} | {"model": r | {"history": r["history"][-5:]}},
-        experiment_config=ctx.config.path,
-        golden_inputs=golden,
-        license=info["license"] + "; weights MIT",
-        endpoint=endpoint,
-        local_hub=local_hub,
-        registry_dir=registry_dir,
-        embed=pc.get("embed", False),
-    )
+    return publish_entry(
+        ctx, model, results, r | {"history": r["history"][-5:]}, pc=pc,
+        snapshot=("preamble", snapshot, preamble_info), golden_inputs=golden, metadata=metadata,
+        license=info["license"] + "; weights MIT", tag=f"{ctx.name}-{ctx.version}-{part}",
+        endpoint=endpoint, local_hub=local_hub, repo_id=repo_id, registry_dir=registry_dir,
+    )  # fmt: skip
 
 
 def corpus_dataset(dc: dict[str, Any], info: dict[str, Any]) -> dict[str, str]:

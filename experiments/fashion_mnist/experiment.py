@@ -335,13 +335,10 @@ def publish(ctx, *, endpoint=None, local_hub=None, repo_id=None, registry_dir=No
     ``golden_images`` test images, each shown for ``steps`` steps."""
     from safetensors.torch import load_file
 
-    from tracetorch_zoo.publish import publish as zoo_publish
-    from ttexp.results import read_results
+    from ttexp.publishing import finished_results, publish_entry
 
     pc, cfg = ctx.config["publish"], ctx.config
-    results = read_results(ctx.results_dir / "results.json")
-    if results["provenance"]["config_hash"] != cfg.hash:
-        raise SystemExit("fashion_mnist publish: results.json was made with another config; re-run the experiment")
+    results = finished_results(ctx)
     part, seed = results["main"], cfg["seeds"][0]
     _, _, test_x, _, info = load_data(ctx)
     model = build_model(ctx, part, info, seed)
@@ -405,21 +402,9 @@ def publish(ctx, *, endpoint=None, local_hub=None, repo_id=None, registry_dir=No
         "limitations": "Trained on Fashion-MNIST only: photographs, other sizes, inverted or off-centre images are "
         "out of distribution. BatchNorm runs with its training statistics (eval mode).",
     }
-    return zoo_publish(
-        model,
-        name=pc["name"],
-        repo_id=repo_id or pc["repo_id"],
-        work_dir=ctx.run_dir / "publish",
-        tag=f"{ctx.name}-{ctx.version}",
-        states={"blank": snapshot},
-        state_info={"blank": blank},
-        metadata=metadata,
-        results={k: v for k, v in results.items() if k != "models"} | {"model": run | {"history": run["history"][-3:]}},
-        experiment_config=ctx.config.path,
-        golden_inputs=golden,
+    return publish_entry(
+        ctx, model, results, run | {"history": run["history"][-3:]}, pc=pc,
+        snapshot=("blank", snapshot, blank), golden_inputs=golden, metadata=metadata,
         license=metadata["data_license"] + "; weights MIT",
-        endpoint=endpoint,
-        local_hub=local_hub,
-        registry_dir=registry_dir,
-        embed=pc.get("embed", False),
+        endpoint=endpoint, local_hub=local_hub, repo_id=repo_id, registry_dir=registry_dir,
     )  # fmt: skip

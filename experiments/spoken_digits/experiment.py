@@ -697,13 +697,10 @@ def publish(ctx, *, endpoint=None, local_hub=None, repo_id=None, registry_dir=No
     first ``golden_frames`` hops of the first ``golden_clips`` held-out clips."""
     from safetensors.torch import load_file
 
-    from tracetorch_zoo.publish import publish as zoo_publish
-    from ttexp.results import read_results
+    from ttexp.publishing import finished_results, publish_entry
 
     pc, cfg = ctx.config["publish"], ctx.config.data
-    results = read_results(ctx.results_dir / "results.json")
-    if results["provenance"]["config_hash"] != ctx.config.hash:
-        raise SystemExit("spoken_digits publish: results.json was made with another config; re-run the experiment")
+    results = finished_results(ctx)
     part, seed = results["main"], cfg["seeds"][0]
     if cfg["models"][part]["kind"] != "kws":
         raise SystemExit(f"spoken_digits publish: part {part!r} is not a 'kws' model (v2 and later publish)")
@@ -778,24 +775,12 @@ def publish(ctx, *, endpoint=None, local_hub=None, repo_id=None, registry_dir=No
         "loudness level and membranes settled on background, so a stream starts warm",
         "steps_consumed": str(n_noise // hop),
     }
-    return zoo_publish(
-        model,
-        name=pc["name"],
-        repo_id=repo_id or pc["repo_id"],
-        work_dir=ctx.run_dir / "publish",
-        tag=f"{ctx.name}-{ctx.version}",
-        states={"noise": snapshot},
-        state_info={"noise": noise_info},
-        metadata=metadata,
-        results={k: v for k, v in results.items() if k != "models"} | {"model": r | {"histories": []}},
-        experiment_config=ctx.config.path,
-        golden_inputs=golden,
+    return publish_entry(
+        ctx, model, results, r | {"histories": []}, pc=pc,
+        snapshot=("noise", snapshot, noise_info), golden_inputs=golden, metadata=metadata,
         license=metadata["data_license"] + "; weights MIT",
-        endpoint=endpoint,
-        local_hub=local_hub,
-        registry_dir=registry_dir,
-        embed=pc.get("embed", False),
-    )
+        endpoint=endpoint, local_hub=local_hub, repo_id=repo_id, registry_dir=registry_dir,
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------- smoke set
