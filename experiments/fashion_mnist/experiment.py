@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 import tracetorch_zoo as zoo
 from ttexp import Trainer, digit_images
-from ttexp.results import seed_summary, table_header, write_json, write_weights
+from ttexp.results import provenance_line, seed_summary, table_header, write_json, write_weights
 from ttexp.schedule import lr_at
 
 # Published conv SNNs on Fashion-MNIST (test accuracy), each read in its authors' own code or docs (the papers'
@@ -275,9 +275,7 @@ def table(results: dict[str, Any]) -> str:
         lines += [f"| {p['model']} | {p['test_acc']:.4f} | {p['where']} |" for p in results["published"]]
     lines += [
         "",
-        f"Provenance: git {prov['git']['sha']}{' (dirty)' if prov['git']['dirty'] else ''}, config "
-        f"{prov['config_hash']}, {prov['device']}, {prov['threads']} threads, torch {prov['versions']['torch']}, "
-        f"{prov['time']}.",
+        provenance_line(prov),
         "",
     ]
     return "\n".join(lines)

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 import tracetorch as tt
 from ttexp import Trainer
-from ttexp.results import table_header, write_json
+from ttexp.results import provenance_line, table_header, write_json
 from ttexp.schedule import lr_at
 
 # Table 1 of Gu & Dao (arXiv:2312.00752v2, §4.1.1): accuracy (%) by architecture and inner layer, VERIFIED in
@@ -409,9 +409,7 @@ def table(results: dict[str, Any]) -> str:
         + ", ".join(f"{k}={v}" for k, v in tc.items() if not isinstance(v, list))
         + f", betas={tuple(tc['betas'])}.",
         "",
-        f"Provenance: git {prov['git']['sha']}{' (dirty)' if prov['git']['dirty'] else ''}, config "
-        f"{prov['config_hash']}, {prov['device']}, {prov['threads']} threads, torch {prov['versions']['torch']}, "
-        f"{prov['time']}.",
+        provenance_line(prov),
         "",
     ]
     return "\n".join(lines)

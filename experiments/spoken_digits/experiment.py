@@ -51,7 +51,7 @@ import tracetorch_zoo as zoo
 from tracetorch import rnn, snn, ssm
 from tracetorch_zoo.audio import FrameClassifier, SpikingBlock
 from ttexp import Trainer
-from ttexp.results import table_header, write_json, write_weights
+from ttexp.results import provenance_line, table_header, write_json, write_weights
 from ttexp.schedule import lr_at
 
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -630,9 +630,7 @@ def table(results: dict[str, Any]) -> str:
         "",
         "Training: " + ", ".join(f"{k}={v}" for k, v in cfg["train"].items() if not isinstance(v, list)),
         "",
-        f"Provenance: git {prov['git']['sha']}{' (dirty)' if prov['git']['dirty'] else ''}, config "
-        f"{prov['config_hash']}, {prov['device']}, {prov['threads']} threads, torch {prov['versions']['torch']}, "
-        f"{prov['time']}.",
+        provenance_line(prov),
         "",
     ]
     return "\n".join(lines)

@@ -12,7 +12,16 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["check_expected", "flatten", "read_results", "seed_summary", "table_header", "write_json", "write_weights"]
+__all__ = [
+    "check_expected",
+    "flatten",
+    "provenance_line",
+    "read_results",
+    "seed_summary",
+    "table_header",
+    "write_json",
+    "write_weights",
+]
 
 
 def write_json(path: str | Path, data: Any) -> Path:
@@ -36,6 +45,15 @@ def write_weights(model, path: str | Path) -> Path:
     save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp))
     os.replace(tmp, path)
     return path
+
+
+def provenance_line(prov: dict[str, Any]) -> str:
+    """``Provenance: git <sha> [(dirty)], config <hash>, <device>, <N> threads, torch <version>, <time>.``"""
+    return (
+        f"Provenance: git {prov['git']['sha']}{' (dirty)' if prov['git']['dirty'] else ''}, config "
+        f"{prov['config_hash']}, {prov['device']}, {prov['threads']} threads, torch {prov['versions']['torch']}, "
+        f"{prov['time']}."
+    )
 
 
 def seed_summary(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
