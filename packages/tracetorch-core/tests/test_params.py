@@ -123,3 +123,14 @@ def test_bad_layer_arguments():
         snn.LIB(3, gamma=0.5)  # LIB has no recurrent trace: the error shows the real signature
     with pytest.raises(ValueError, match="unknown constraint"):
         Toy(constraint="tanh")
+
+
+def test_layers_build_on_the_meta_device():
+    """Shapes without memory (the zoo checks a config against its weights file this way before building it):
+    constrained parameters skip the value check, which a meta tensor cannot answer."""
+    with torch.device("meta"):
+        layers = [snn.LIB(8, beta=0.9), snn.DSRLITS(8), tt.rnn.LSTM(4, 8), tt.ssm.Mamba(8)]
+    for layer in layers:
+        assert all(p.is_meta for p in layer.parameters())
+    with pytest.raises(ValueError):
+        snn.LIB(8, beta=1.5)  # still checked when built for real

@@ -40,6 +40,8 @@ class Constraint:
 
     def check(self, value: Tensor, learnable: bool, owner: str, name: str) -> None:
         """Raise ``ValueError`` if ``value`` is outside the domain (closed domain for fixed parameters)."""
+        if value.is_meta:  # a model built on the meta device (to check shapes) has no values to check
+            return
         what = f"{owner}: {name}"
         if not bool(torch.isfinite(value).all()):
             raise ValueError(f"{what} must be finite, got {_show(value)}")
