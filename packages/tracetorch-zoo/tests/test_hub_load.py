@@ -81,8 +81,9 @@ def test_registry_refuses_wrong_hashes_and_unknown_names(published):
         zoo.load("test-tiny-snn.bad", **opts)
     with pytest.raises(zoo.ZooError, match=r"did you mean 'test-tiny-snn\.bad'"):
         zoo.load("test-tiny-snn.bd", **opts)
-    with pytest.raises(hf.errors.RevisionNotFoundError):
+    with pytest.raises(zoo.HubError, match="no such revision") as exc:
         zoo.load("hf-hub:tracetorch/tiny@v9", **opts)
+    assert isinstance(exc.value.__cause__, hf.errors.RevisionNotFoundError)  # the client's error stays attached
 
 
 @pytest.mark.parametrize(

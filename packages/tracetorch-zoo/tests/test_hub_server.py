@@ -288,3 +288,49 @@ def test_dataset_repo_branch_and_delete(hub, tmp_path):
     api.delete_repo(repo, **kw)
     with pytest.raises(RepositoryNotFoundError):
         api.repo_info(repo, **kw)
+
+
+def _raw_request(endpoint: str, request: bytes, timeout: float = 5.0) -> bytes:
+    """Send ``request`` on a fresh socket and return the whole reply (``b''`` if the server closed silently)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    url = urlsplit(endpoint)
+    with socket.create_connection((url.hostname, url.port), timeout=timeout) as sock:
+        sock.sendall(request)
+        chunks = []
+        try:
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+                if b"\r\n\r\n" in b"".join(chunks):
+                    break
+        except TimeoutError:
+            pass
+    return b"".join(chunks)
+
+
+@pytest.mark.parametrize("body", [b"[1, 2]", b'"text"', b"3", b"null"])
+def test_json_bodies_that_are_not_objects_get_a_400(hub, body):
+    """Was: ``[...].get`` raised AttributeError inside the handler and the connection dropped without a reply."""
+    for path in ("/api/repos/create", "/api/models/tracetorch/tiny/tag/main"):
+        req = (
+            f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        ).encode() + body
+        reply = _raw_request(hub.endpoint, req)
+        assert reply.startswith(b"HTTP/1.1 4"), (path, body, reply[:200])
+
+
+@pytest.mark.parametrize("length", ["-1", "abc"])
+def test_an_invalid_content_length_is_refused_at_once(hub, length):
+    """Was: ``Content-Length: -1`` made the server read until the client closed, holding a slot for 30 s."""
+    import time
+
+    req = (
+        f"POST /api/repos/create HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+        f"Content-Length: {length}\r\n\r\n"
+    ).encode()
+    start = time.monotonic()
+    reply = _raw_request(hub.endpoint, req, timeout=10.0)
+    assert reply.startswith(b"HTTP/1.1 400"), reply[:200]
+    assert time.monotonic() - start < 5.0

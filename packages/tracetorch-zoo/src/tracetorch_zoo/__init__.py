@@ -18,14 +18,25 @@ from . import (
 )
 from ._version import __version__
 from .architectures import architecture_names, build, get_architecture, model_config, register
-from .errors import IncompatibleFileError, UnknownArchitectureError, ZooError
+from .errors import HubError, IncompatibleFileError, InvalidNameError, UnknownArchitectureError, ZooError
 from .hub import download, load, parse_id, push_to_hub, resolve_folder, verify_files
-from .pretrained import file_hashes, list_snapshots, load_pretrained, read_config, save_pretrained, verify_golden
+from .pretrained import (
+    check_snapshot_name,
+    file_hashes,
+    list_snapshots,
+    load_pretrained,
+    read_config,
+    save_pretrained,
+    snapshot_path,
+    verify_golden,
+)
 from .registry import Entry, get_entry, list_models, make_entry, register_entry
 
 __all__ = [
     "Entry",
+    "HubError",
     "IncompatibleFileError",
+    "InvalidNameError",
     "UnknownArchitectureError",
     "ZooError",
     "__version__",
@@ -33,6 +44,7 @@ __all__ = [
     "audio",
     "build",
     "bytelm",
+    "check_snapshot_name",
     "download",
     "file_hashes",
     "get_architecture",
@@ -50,6 +62,7 @@ __all__ = [
     "register_entry",
     "resolve_folder",
     "save_pretrained",
+    "snapshot_path",
     "verify_files",
     "verify_golden",
     "vision",

@@ -3,9 +3,9 @@
 
 Both read one byte per step (``[batch]`` int64 in ``0..255``) and return logits ``[batch, 256]`` for the next
 byte; ``scan`` takes ``[T, batch]`` and returns ``[T, batch, 256]`` with the same numbers, continuing from and
-leaving the hidden states in the model. ``stream_bytes`` primes the model on a prompt with ``scan`` and then
-samples one byte per step, yielding each as soon as it exists; memory stays flat however long it runs, since
-the only thing carried from step to step is the fixed-size hidden state.
+leaving the hidden states in the model. ``stream_bytes`` primes the model on a prompt with ``scan`` (chunk by
+chunk) and then samples one byte per step, yielding each as soon as it exists; memory stays flat however long
+it runs, since the only thing carried from step to step is the fixed-size hidden state.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import tracetorch as tt
 
 from .architectures import register
 
-__all__ = ["LSTMByteLM", "MambaByteLM", "RMSNorm", "SpikingByteLM", "sample_next"]
+__all__ = ["LSTMByteLM", "MambaByteLM", "RMSNorm", "SpikingByteLM", "check_sampling", "sample_next"]
 
 VOCAB = 256
 
@@ -38,13 +38,20 @@ class RMSNorm(nn.Module):
         return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
 
 
+def check_sampling(temperature: float, top_k: int) -> None:
+    """``ValueError`` unless ``temperature`` is a finite number >= 0 and ``top_k`` an integer >= 0."""
+    if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature < 0:
+        raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
+        raise ValueError(f"top_k must be an integer >= 0 (0: no truncation), got {top_k!r}")
+
+
 def sample_next(
     logits: Tensor, *, temperature: float = 1.0, top_k: int = 0, generator: torch.Generator | None = None
 ) -> Tensor:
     """One byte per row of ``logits`` ``[batch, 256]``: greedy at ``temperature == 0``, else sampled from
     ``softmax(logits / temperature)`` restricted to the ``top_k`` most likely bytes (``0``: all)."""
-    if temperature < 0 or top_k < 0:
-        raise ValueError(f"temperature and top_k must be >= 0, got {temperature!r}, {top_k!r}")
+    check_sampling(temperature, top_k)
     if temperature == 0:
         return logits.argmax(-1)
     logits = logits.float() / temperature
@@ -57,6 +64,8 @@ def sample_next(
 
 class _ByteLM(tt.Model):
     """Shared byte-LM behaviour: input checks, ``stream_bytes``."""
+
+    PRIME_CHUNK = 1024  # bytes of prompt per scan: ~25 MB of activations, and faster than one long scan
 
     def _check_bytes(self, x: Tensor, ndim: int, what: str) -> None:
         if not isinstance(x, Tensor) or x.ndim != ndim or x.dtype not in (torch.int64, torch.int32, torch.uint8):
@@ -76,15 +85,24 @@ class _ByteLM(tt.Model):
         """Continue the hidden state with ``prompt`` and yield ``max_bytes`` sampled bytes, one at a time.
 
         The state continues from wherever the model is (zero, a loaded snapshot, or an earlier stream); with an
-        empty prompt and no state, the first byte is conditioned on a newline. Batch size 1.
+        empty prompt and no state, the first byte is conditioned on a newline. Batch size 1. The prompt is read
+        in chunks of :attr:`PRIME_CHUNK` bytes (the same numbers as one scan, bit for bit), so its memory is
+        bounded however long it is.
         """
-        if max_bytes < 0:
-            raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
+            raise ValueError(f"max_bytes must be an integer >= 0, got {max_bytes!r}")
+        check_sampling(temperature, top_k)
+        held = {tuple(v.shape)[:1] for v in tt.get_states(self).values() if v is not None}
+        if held and held != {(1,)}:
+            raise ValueError(
+                f"the hidden state holds a batch of {sorted(held)[0][0]} streams (a snapshot saved with that batch "
+                "size?); stream_bytes continues one stream: load a batch-1 snapshot or call zero_states()"
+            )
         device = next(self.parameters()).device
-        if not prompt:
-            prompt = b"\n"
-        x = torch.tensor(list(prompt), dtype=torch.long, device=device).unsqueeze(-1)  # [T, 1]
-        logits = self.scan(x)[-1]
+        prompt = bytes(prompt) or b"\n"
+        for start in range(0, len(prompt), self.PRIME_CHUNK):
+            chunk = torch.frombuffer(bytearray(prompt[start : start + self.PRIME_CHUNK]), dtype=torch.uint8)
+            logits = self.scan(chunk.to(device=device, dtype=torch.long).unsqueeze(-1))[-1]  # [T, 1] -> [1, 256]
         for _ in range(max_bytes):
             nxt = sample_next(logits, temperature=temperature, top_k=top_k, generator=generator)
             yield bytes([int(nxt)])

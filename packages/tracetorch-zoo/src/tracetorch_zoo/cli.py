@@ -4,8 +4,8 @@
     tracetorch-zoo info NAME_OR_ID [--card]
     tracetorch-zoo eval NAME_OR_ID [--data PATH]
     tracetorch-zoo download NAME_OR_ID
-    tracetorch-zoo generate NAME_OR_ID --prompt TEXT [--max-bytes N] [--temperature T] [--top-k K] [--seed S]
-                                       [--states SNAPSHOT]
+    tracetorch-zoo generate NAME_OR_ID (--prompt TEXT | --prompt-file PATH|-) [--max-bytes N] [--temperature T]
+                                       [--top-k K] [--seed S] [--states SNAPSHOT]
     tracetorch-zoo push DIRECTORY OWNER/NAME [--tag TAG]
 
 NAME_OR_ID is a registry name, ``hf-hub:owner/name@revision`` or a local directory. ``--endpoint`` and
@@ -13,18 +13,26 @@ NAME_OR_ID is a registry name, ``hf-hub:owner/name@revision`` or a local directo
 ``info`` shows a model's metrics and hidden-state snapshots (``--card``: its whole model card); ``eval`` reproduces
 its headline metric where the test data is on this machine, or else its golden tensors, and says which.
 ``generate`` streams bytes to stdout as they are produced; it needs a model with a ``stream_bytes`` method
-(the byte language models).
+(the byte language models). The prompt is bytes: ``--prompt`` passes the command line's own bytes through
+(any encoding), ``--prompt-file`` reads a file, or stdin for ``-``.
+
+Every failure is one line on stderr (``tracetorch-zoo: what was wrong; what to do``) and a non-zero exit status:
+1 for a failed command, 2 for bad arguments. ``TRACETORCH_ZOO_TRACEBACK=1`` shows the traceback as well.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
+import os
 import sys
+import traceback
 from pathlib import Path
 
 from . import hub
 from .errors import ZooError
-from .pretrained import list_snapshots, read_config
+from .pretrained import list_snapshots, read_config, snapshot_path
 from .registry import get_entry, list_models
 
 __all__ = ["main"]
@@ -64,8 +72,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
         return 0
     print(f"# {meta.get('name', cfg['architecture'])}")
     print(f"architecture: {cfg['architecture']}  parameters: {cfg['num_parameters']:,}")
+    names = list_snapshots(folder)
     if hub.parse_id(args.name)[0] == "registry":
         e = get_entry(args.name)
+        names = [n for n in names if f"states/{n}.safetensors" in e.files]  # only what the entry pins
         size = e.metadata.get("size_bytes")
         where = "embedded in tracetorch-zoo" if e.embedded else "downloaded"
         print(f"source: {e.repo_id}@{e.revision} ({where}{f', {size / 1e6:.1f} MB' if size else ''})")
@@ -80,10 +90,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
             print(f"{title}:")
             for m in meta[key]:
                 print(_metric_line(m))
-    names = list_snapshots(folder)
     print("snapshots:" + ("" if names else " none"))
     for name in names:
-        _, info = tt.read_states(folder / "states" / f"{name}.safetensors")
+        _, info = tt.read_states(snapshot_path(folder, name))
         what = info.get("meaning") or ", ".join(f"{k}={v}" for k, v in sorted(info.items()) if k != "architecture")
         print(f"  {name}: {what}")
     print(f"folder: {folder}")
@@ -117,6 +126,19 @@ def _retain_freed_memory() -> None:
         pass
 
 
+def _prompt_bytes(args: argparse.Namespace) -> bytes:
+    """The prompt's bytes: ``--prompt`` as the command line gave them (``os.fsencode`` undoes the surrogate
+    escapes Python decodes argv with, so non-UTF-8 bytes survive), or ``--prompt-file`` (``-``: stdin)."""
+    if args.prompt_file is None:
+        return os.fsencode(args.prompt)
+    if args.prompt_file == "-":
+        return sys.stdin.buffer.read()
+    path = Path(args.prompt_file)
+    if not path.is_file():
+        raise FileNotFoundError(f"prompt file {path} does not exist")
+    return path.read_bytes()
+
+
 def _cmd_generate(args: argparse.Namespace) -> int:
     import torch
 
@@ -126,7 +148,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         raise ZooError(f"{args.name} ({type(model).__name__}) is not a byte language model: it has no stream_bytes()")
     generator = torch.Generator().manual_seed(args.seed)
     out = sys.stdout.buffer
-    prompt = args.prompt.encode("utf-8")
+    prompt = _prompt_bytes(args)
     out.write(prompt)
     out.flush()
     with torch.no_grad():
@@ -144,6 +166,28 @@ def _cmd_push(args: argparse.Namespace) -> int:
     sha = hub.push_to_hub(args.directory, args.repo_id, tag=args.tag, endpoint=args.endpoint, token=args.token)
     print(sha)
     return 0
+
+
+def _count(text: str) -> int:
+    """An integer >= 0 (argparse type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def _temperature(text: str) -> float:
+    """A finite number >= 0 (argparse type; ``nan`` and ``inf`` are refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -168,10 +212,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=_cmd_download)
     p = sub.add_parser("generate", help="stream bytes from a byte language model")
     p.add_argument("name")
-    p.add_argument("--prompt", required=True)
-    p.add_argument("--max-bytes", type=int, default=256)
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=0, help="0: no top-k truncation")
+    prompt = p.add_mutually_exclusive_group(required=True)
+    prompt.add_argument("--prompt", help="the prompt's text (its bytes, in any encoding)")
+    prompt.add_argument("--prompt-file", metavar="PATH", help="read the prompt's bytes from a file ('-': stdin)")
+    p.add_argument("--max-bytes", type=_count, default=256, help="bytes to generate (>= 0)")
+    p.add_argument("--temperature", type=_temperature, default=1.0, help="finite, >= 0 (0: greedy)")
+    p.add_argument("--top-k", type=_count, default=0, help=">= 0 (0: no top-k truncation)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--states", default=None, help="hidden-state snapshot to start from")
     p.set_defaults(fn=_cmd_generate)
@@ -183,16 +229,36 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _fail(message: str) -> int:
+    print(f"tracetorch-zoo: {' '.join(message.split())}", file=sys.stderr)  # one line
+    if os.environ.get("TRACETORCH_ZOO_TRACEBACK"):
+        traceback.print_exc()
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 1 failed, 2 bad arguments)."""
+    import tracetorch as tt
+
     args = build_parser().parse_args(argv)
-    if getattr(args, "max_bytes", 1) < 0 or getattr(args, "temperature", 1.0) < 0:
-        print("tracetorch-zoo: --max-bytes and --temperature must be >= 0", file=sys.stderr)
-        return 2
     try:
         return args.fn(args)
-    except (ZooError, FileNotFoundError, ValueError) as exc:
-        print(f"tracetorch-zoo: {exc}", file=sys.stderr)
-        return 1
+    except BrokenPipeError:  # `tracetorch-zoo info NAME | head`: the reader left; not an error of ours
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
+    except KeyboardInterrupt:
+        print("tracetorch-zoo: interrupted", file=sys.stderr)
+        return 130
+    except (ZooError, tt.StateError, tt.StateLoadError, FileNotFoundError, ValueError) as exc:
+        return _fail(str(exc))
+    except OSError as exc:
+        return _fail(f"{exc.strerror or exc}: {exc.filename or ''}")
+    except Exception as exc:  # a bug of ours: still one line, and where to look
+        return _fail(
+            f"unexpected {type(exc).__name__}: {exc} (a bug in tracetorch-zoo? rerun with "
+            "TRACETORCH_ZOO_TRACEBACK=1 and report the traceback)"
+        )
 
 
 if __name__ == "__main__":

@@ -32,20 +32,36 @@ from torch import Tensor, nn
 import tracetorch as tt
 
 from .architectures import build, model_config
-from .errors import IncompatibleFileError
+from .errors import IncompatibleFileError, InvalidNameError, UnknownArchitectureError
 
 __all__ = [
     "CONFIG_FORMAT",
+    "check_snapshot_name",
     "file_hashes",
     "list_snapshots",
     "load_pretrained",
     "read_config",
     "save_pretrained",
+    "snapshot_path",
     "verify_golden",
 ]
 
 CONFIG_FORMAT = "tracetorch-zoo.model"
 FORMAT_VERSION = 1
+
+
+_SNAPSHOT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+
+
+def check_snapshot_name(name: object) -> str:
+    """``name`` if it is a snapshot name (letters, digits, ``_``, ``.``, ``-``; not starting with ``.``; at most
+    128 characters), else :class:`InvalidNameError`. A name is never a path: it cannot leave ``states/``."""
+    if not isinstance(name, str) or not _SNAPSHOT_NAME.match(name):
+        raise InvalidNameError(
+            f"snapshot names are letters, digits, '_', '.' and '-' (not starting with '.'), got {name!r}; "
+            "a snapshot is named, never given as a path"
+        )
+    return name
 
 
 def _version_tuple(v: str) -> tuple[int, ...]:
@@ -94,8 +110,7 @@ def save_pretrained(
     }
     json.dumps([config, results])  # fail before writing anything if metadata or results are not JSON
     for name in states or {}:
-        if not re.match(r"^[A-Za-z0-9_.-]+$", name):
-            raise ValueError(f"snapshot names use letters, digits, '_', '.', '-': got {name!r}")
+        check_snapshot_name(name)
 
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
@@ -139,7 +154,10 @@ def read_config(directory: str | os.PathLike) -> dict[str, Any]:
         raise IncompatibleFileError(f"{path} is not valid JSON: {exc}") from None
     if not isinstance(config, dict) or config.get("format") != CONFIG_FORMAT:
         raise IncompatibleFileError(f"{path} is not a traceTorch zoo config (format {CONFIG_FORMAT!r})")
-    if int(config.get("format_version", 0)) > FORMAT_VERSION:
+    for key, kind in (("architecture", str), ("init_args", dict)):
+        if not isinstance(config.get(key), kind):
+            raise IncompatibleFileError(f"{path} has no {key!r} ({kind.__name__}): it cannot say what to build")
+    if not isinstance(config.get("format_version", 0), int) or config.get("format_version", 0) > FORMAT_VERSION:
         raise IncompatibleFileError(
             f"{path} has format version {config['format_version']}; this tracetorch-zoo reads up to {FORMAT_VERSION}"
         )
@@ -153,20 +171,82 @@ def read_config(directory: str | os.PathLike) -> dict[str, Any]:
 
 
 def list_snapshots(directory: str | os.PathLike) -> list[str]:
-    """Names of the hidden-state snapshots saved with a model."""
+    """Names of the hidden-state snapshots saved with a model (files whose name is not a snapshot name are
+    not snapshots)."""
     folder = Path(directory) / "states"
-    return sorted(p.stem for p in folder.glob("*.safetensors")) if folder.is_dir() else []
+    if not folder.is_dir():
+        return []
+    return sorted(p.stem for p in folder.glob("*.safetensors") if _SNAPSHOT_NAME.match(p.stem))
+
+
+def snapshot_path(directory: str | os.PathLike, name: str) -> Path:
+    """``directory/states/<name>.safetensors`` for a snapshot name, refused unless the file is really inside
+    the model folder: a symbolic link may only lead to the Hub client's own blob store of the same repository
+    (a downloaded folder is a tree of links into ``models--owner--name/blobs``)."""
+    directory = Path(directory)
+    path = directory / "states" / f"{check_snapshot_name(name)}.safetensors"
+    if not path.is_file():
+        available = ", ".join(list_snapshots(directory)) or "none"
+        raise FileNotFoundError(f"no snapshot {name!r} in {directory} (available: {available})")
+    real, root = path.resolve(), directory.resolve()
+    allowed = [root]
+    if root.parent.name == "snapshots" and root.parent.parent.name.startswith(("models--", "datasets--")):
+        allowed.append(root.parent.parent / "blobs")
+    if not any(real.is_relative_to(a) for a in allowed):
+        raise IncompatibleFileError(f"snapshot {name!r} in {directory} is a link to {real}, outside the model folder")
+    return path
+
+
+def _weights_header(path: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor names and shapes of a safetensors file, read from its header only."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 (not a dict)
+    except Exception as exc:  # truncated or corrupted file
+        raise IncompatibleFileError(f"could not read {path}: {exc}") from None
+
+
+def _build_checked(config: dict[str, Any], weights_path: Path) -> nn.Module:
+    """Build ``config``'s model after checking, on the meta device (no memory), that it can be built and that
+    its tensors have the names and shapes of the weights file: a config asking for gigabytes beside a small
+    weights file, a negative width or a missing argument is an error before anything is allocated."""
+    where = weights_path.parent / "config.json"
+    arch = config["architecture"]
+    try:
+        with torch.device("meta"):
+            shapes = {k: tuple(v.shape) for k, v in build(config).state_dict().items()}
+    except UnknownArchitectureError:
+        raise
+    except Exception as exc:
+        raise IncompatibleFileError(f"{where}: cannot build {arch!r} from {config['init_args']}: {exc}") from None
+    header = _weights_header(weights_path)
+    missing, unexpected = sorted(set(shapes) - set(header)), sorted(set(header) - set(shapes))
+    common = sorted(set(shapes) & set(header))
+    misshapen = [f"{k} {header[k]} (config: {shapes[k]})" for k in common if header[k] != shapes[k]]
+    if missing or unexpected or misshapen:
+        parts = [f"missing {missing[:5]}" if missing else "", f"unexpected {unexpected[:5]}" if unexpected else ""]
+        parts.append(f"shapes differ: {', '.join(misshapen[:5])}" if misshapen else "")
+        raise IncompatibleFileError(
+            f"{weights_path} does not fit the {arch!r} that {where} describes: {'; '.join(p for p in parts if p)}"
+        )
+    return build(config)
 
 
 def load_pretrained(directory: str | os.PathLike, *, states: str | None = None) -> nn.Module:
     """Rebuild a saved model from ``directory``, load its weights strictly, and, if ``states`` names a
-    snapshot, its hidden states. Returns the model in eval mode."""
+    snapshot (a name, never a path: see :func:`snapshot_path`), its hidden states. Returns the model in eval
+    mode. The config is checked against the weights file's header before the model is built."""
     directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory} does not exist or is not a folder")
     config = read_config(directory)
-    model = build(config)
     weights_path = directory / "model.safetensors"
     if not weights_path.is_file():
         raise FileNotFoundError(f"no model.safetensors in {directory}")
+    snapshot_file = snapshot_path(directory, states) if states is not None else None
+    model = _build_checked(config, weights_path)
     try:
         from safetensors.torch import load_file
 
@@ -177,11 +257,8 @@ def load_pretrained(directory: str | os.PathLike, *, states: str | None = None) 
         model.load_state_dict(weights, strict=True)
     except RuntimeError as exc:
         raise IncompatibleFileError(f"{weights_path} does not fit {config['architecture']!r}: {exc}") from None
-    if states is not None:
-        path = directory / "states" / f"{states}.safetensors"
-        if not path.is_file():
-            available = ", ".join(list_snapshots(directory)) or "none"
-            raise FileNotFoundError(f"no snapshot {states!r} in {directory} (available: {available})")
+    if snapshot_file is not None:
+        path = snapshot_file
         snapshot, meta = tt.read_states(path)
         if meta.get("architecture") != config["architecture"]:
             raise IncompatibleFileError(

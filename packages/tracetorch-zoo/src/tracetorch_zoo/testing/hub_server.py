@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-__all__ = ["HubError", "LocalHub", "git_blob_oid"]
+__all__ = ["LocalHub", "ReplyError", "git_blob_oid"]
 
 _REPO_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
 _URL_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
@@ -57,7 +57,7 @@ _RESOLVE_RE = re.compile(
 _AUTHOR = "LocalHub <localhub@localhost>"
 
 
-class HubError(Exception):
+class ReplyError(Exception):
     """An HTTP error answered with the status and ``X-Error-Code`` the real Hub uses."""
 
     def __init__(
@@ -88,10 +88,18 @@ def _git_object_oid(kind: str, body: bytes) -> str:
 def _valid_path(path: str) -> str:
     parts = path.split("/")
     if not path or path.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\0" in path:
-        raise HubError(400, f"Invalid path in repo: {path!r}")
+        raise ReplyError(400, f"Invalid path in repo: {path!r}")
     if parts[0] == ".git":
-        raise HubError(400, f"Invalid path in repo: {path!r}")
+        raise ReplyError(400, f"Invalid path in repo: {path!r}")
     return path
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    """A request body that must be a JSON object (``{}`` when empty); a 400 for anything else."""
+    value = json.loads(body or b"{}")
+    if not isinstance(value, dict):
+        raise ReplyError(400, f"Expected a JSON object, got {type(value).__name__}")
+    return value
 
 
 def _iso(ts: float) -> str:
@@ -134,7 +142,7 @@ class _Store:
         if key not in self._cache:
             f = self._state_file(repo_type, repo_id)
             if not f.exists():
-                raise HubError(404, f"Repository not found: {repo_type} {repo_id}", "RepoNotFound")
+                raise ReplyError(404, f"Repository not found: {repo_type} {repo_id}", "RepoNotFound")
             self._cache[key] = json.loads(f.read_text())
         return self._cache[key]
 
@@ -148,7 +156,7 @@ class _Store:
 
     def create_repo(self, repo_type: str, repo_id: str, private: bool) -> None:
         if self._state_file(repo_type, repo_id).exists():
-            raise HubError(409, f"You already created this {repo_type} repo: {repo_id}")
+            raise ReplyError(409, f"You already created this {repo_type} repo: {repo_id}")
         state: dict[str, Any] = {"private": private, "branches": {}, "tags": {}, "commits": {}}
         oid = self._make_commit(state, {}, [], "initial commit", "")
         state["branches"]["main"] = oid
@@ -222,7 +230,7 @@ class _Store:
             return state["tags"][revision[10:]]
         if _SHA_RE.match(revision) and revision in state["commits"]:
             return revision
-        raise HubError(404, f"Invalid rev id: {revision}", "RevisionNotFound")
+        raise ReplyError(404, f"Invalid rev id: {revision}", "RevisionNotFound")
 
     def commit(
         self, repo_type: str, repo_id: str, branch: str, ops: list[dict[str, Any]], header: dict[str, Any]
@@ -232,42 +240,42 @@ class _Store:
             branch = branch[11:]
         if branch not in state["branches"]:
             if branch in state["tags"] or branch in state["commits"]:
-                raise HubError(400, f"Can only commit to a branch, not to {branch!r}")
-            raise HubError(404, f"Invalid rev id: {branch}", "RevisionNotFound")
+                raise ReplyError(400, f"Can only commit to a branch, not to {branch!r}")
+            raise ReplyError(404, f"Invalid rev id: {branch}", "RevisionNotFound")
         head = state["branches"][branch]
         parent = header.get("parentCommit")
         if parent is not None and parent != head:
-            raise HubError(412, f"A commit has happened since {parent}; {branch} is at {head}")
+            raise ReplyError(412, f"A commit has happened since {parent}; {branch} is at {head}")
         files = dict(state["commits"][head]["files"])
         for op in ops:
             key, value = op.get("key"), op.get("value") or {}
             if key == "file":
                 path = _valid_path(str(value.get("path", "")))
                 if value.get("encoding", "base64") != "base64":
-                    raise HubError(400, f"Unsupported encoding {value.get('encoding')!r}")
+                    raise ReplyError(400, f"Unsupported encoding {value.get('encoding')!r}")
                 data = base64.b64decode(value.get("content", ""), validate=True)
                 if any(p.startswith(path + "/") for p in files):
-                    raise HubError(400, f"A folder named {path!r} already exists")
+                    raise ReplyError(400, f"A folder named {path!r} already exists")
                 parents = ["/".join(path.split("/")[:i]) for i in range(1, path.count("/") + 1)]
                 if any(p in files for p in parents):
-                    raise HubError(400, f"A parent of {path!r} is a file")
+                    raise ReplyError(400, f"A parent of {path!r} is a file")
                 files[path] = self.put_blob(data)
             elif key == "lfsFile":
-                raise HubError(400, "LFS files are not supported by this local hub (preupload answers 'regular')")
+                raise ReplyError(400, "LFS files are not supported by this local hub (preupload answers 'regular')")
             elif key == "deletedFile":
                 path = _valid_path(str(value.get("path", "")))
                 if path not in files:
-                    raise HubError(404, f"A file with this name doesn't exist: {path}", "EntryNotFound")
+                    raise ReplyError(404, f"A file with this name doesn't exist: {path}", "EntryNotFound")
                 del files[path]
             elif key == "deletedFolder":
                 path = _valid_path(str(value.get("path", "")).rstrip("/"))
                 doomed = [p for p in files if p.startswith(path + "/")]
                 if not doomed:
-                    raise HubError(404, f"A folder with this name doesn't exist: {path}", "EntryNotFound")
+                    raise ReplyError(404, f"A folder with this name doesn't exist: {path}", "EntryNotFound")
                 for p in doomed:
                     del files[p]
             else:
-                raise HubError(400, f"Unknown commit operation {key!r}")
+                raise ReplyError(400, f"Unknown commit operation {key!r}")
         oid = self._make_commit(
             state, files, [head], str(header.get("summary") or ""), str(header.get("description") or "")
         )
@@ -298,13 +306,19 @@ class _Handler(BaseHTTPRequestHandler):
                     return bytes(out)
                 if len(out) + size > limit:
                     self.close_connection = True
-                    raise HubError(413, "Request body too large")
+                    raise ReplyError(413, "Request body too large")
                 out += self.rfile.read(size)
                 self.rfile.readline()
-        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if length < 0:  # read(-1) would wait for the client to close: a held slot
+            self.close_connection = True
+            raise ReplyError(400, f"Invalid Content-Length {self.headers.get('Content-Length')!r}")
         if length > limit:
             self.close_connection = True
-            raise HubError(413, "Request body too large")
+            raise ReplyError(413, "Request body too large")
         return self.rfile.read(length) if length else b""
 
     def _send(
@@ -331,15 +345,17 @@ class _Handler(BaseHTTPRequestHandler):
             try:
                 body = b"" if self.command in ("GET", "HEAD") else self._read_body()
                 self._route(body)
-            except HubError as e:
+            except ReplyError as e:
                 headers = {"X-Error-Message": e.message.encode("ascii", "replace").decode()}
                 if e.code:
                     headers["X-Error-Code"] = e.code
                 if e.commit:
                     headers["X-Repo-Commit"] = e.commit
                 self._send(e.status, json.dumps({"error": e.message, **e.extra}).encode(), headers)
-            except (ValueError, KeyError, TypeError) as e:
+            except (ValueError, KeyError, TypeError, AttributeError) as e:
                 self._send(400, json.dumps({"error": f"Bad request: {e}"}).encode())
+            except Exception as e:  # never drop a connection without a reply
+                self._send(500, json.dumps({"error": f"Internal error: {type(e).__name__}: {e}"}).encode())
         finally:
             self.server.slots.release()
 
@@ -352,13 +368,13 @@ class _Handler(BaseHTTPRequestHandler):
         store = self.server.store
         method = self.command
         if path in ("/api/repos/create", "/api/repos/delete") and method in ("POST", "DELETE"):
-            payload = json.loads(body or b"{}")
+            payload = _json_object(body)
             repo_type = payload.get("type") or "model"
             if repo_type not in _URL_PREFIX:
-                raise HubError(400, f"Invalid repo type {repo_type!r}")
+                raise ReplyError(400, f"Invalid repo type {repo_type!r}")
             name, org = payload.get("name"), payload.get("organization")
             if not org:
-                raise HubError(400, "This local hub needs a namespaced repo id ('org/name')")
+                raise ReplyError(400, "This local hub needs a namespaced repo id ('org/name')")
             repo_id = self._repo_id(org, name)
             url_ = f"{self.server.endpoint}/{_URL_PREFIX[repo_type]}{repo_id}"
             with store.lock:
@@ -366,7 +382,7 @@ class _Handler(BaseHTTPRequestHandler):
                     private = bool(payload.get("private")) or payload.get("visibility") == "private"
                     try:
                         store.create_repo(repo_type, repo_id, private)
-                    except HubError as e:
+                    except ReplyError as e:
                         e.extra["url"] = url_  # the Hub's 409 names the existing repo; exist_ok relies on it
                         raise
                 else:
@@ -382,12 +398,12 @@ class _Handler(BaseHTTPRequestHandler):
         m = _RESOLVE_RE.match(path)
         if m and method in ("GET", "HEAD"):
             return self._resolve(m)
-        raise HubError(404, f"Not found: {method} {path}")
+        raise ReplyError(404, f"Not found: {method} {path}")
 
     def _repo_id(self, ns: str, name: str) -> str:
         ns, name = unquote(ns), unquote(name)
         if not (_NAME_RE.match(ns) and _NAME_RE.match(name)) or ".." in ns + name:
-            raise HubError(400, f"Invalid repo id {ns}/{name}")
+            raise ReplyError(400, f"Invalid repo id {ns}/{name}")
         return f"{ns}/{name}"
 
     def _api(self, m: re.Match[str], method: str, query: dict[str, list[str]], body: bytes) -> None:
@@ -419,7 +435,7 @@ class _Handler(BaseHTTPRequestHandler):
             if action == "preupload" and method == "POST":
                 oid = store.resolve(state, rest or "main")
                 files = state["commits"][oid]["files"]
-                req = json.loads(body or b"{}")
+                req = _json_object(body)
                 return self._json(
                     {
                         "files": [
@@ -436,10 +452,10 @@ class _Handler(BaseHTTPRequestHandler):
                 )
             if action == "commit" and method == "POST":
                 if query.get("create_pr", ["0"])[0] not in ("0", "", "false"):
-                    raise HubError(400, "Pull requests are not supported by this local hub")
-                lines = [json.loads(line) for line in body.splitlines() if line.strip()]
+                    raise ReplyError(400, "Pull requests are not supported by this local hub")
+                lines = [_json_object(line) for line in body.splitlines() if line.strip()]
                 if not lines or lines[0].get("key") != "header":
-                    raise HubError(400, "Commit payload must start with a header line")
+                    raise ReplyError(400, "Commit payload must start with a header line")
                 oid = store.commit(repo_type, repo_id, rest or "main", lines[1:], lines[0].get("value") or {})
                 return self._json(
                     {
@@ -454,21 +470,21 @@ class _Handler(BaseHTTPRequestHandler):
                 kind = "tags" if action == "tag" else "branches"
                 if method == "DELETE":
                     if rest not in state[kind]:
-                        raise HubError(404, f"{action} {rest!r} not found", "RevisionNotFound")
+                        raise ReplyError(404, f"{action} {rest!r} not found", "RevisionNotFound")
                     if kind == "branches" and rest == "main":
-                        raise HubError(403, "Cannot delete the main branch")
+                        raise ReplyError(403, "Cannot delete the main branch")
                     del state[kind][rest]
                 else:
-                    payload = json.loads(body or b"{}")
+                    payload = _json_object(body)
                     if action == "tag":
                         name, target = str(payload.get("tag", "")), store.resolve(state, rest or "main")
                     else:
                         name = rest
                         target = store.resolve(state, str(payload.get("startingPoint") or "main"))
                     if not name or not re.match(r"^[A-Za-z0-9._/-]+$", name) or name.startswith("refs/"):
-                        raise HubError(400, f"Invalid {action} name {name!r}")
+                        raise ReplyError(400, f"Invalid {action} name {name!r}")
                     if name in state["tags"] or name in state["branches"]:
-                        raise HubError(409, f"Reference {name!r} already exists")
+                        raise ReplyError(409, f"Reference {name!r} already exists")
                     state[kind][name] = target
                 store.save_repo(repo_type, repo_id, state)
                 return self._json({})
@@ -481,7 +497,7 @@ class _Handler(BaseHTTPRequestHandler):
                 oid = store.resolve(state, rest or "main")
                 ctype = self.headers.get("Content-Type", "")
                 if "json" in ctype:
-                    paths = json.loads(body or b"{}").get("paths", [])
+                    paths = _json_object(body).get("paths", [])
                 else:
                     paths = parse_qs(body.decode()).get("paths", [])
                 entries = {e["path"]: e for e in self._tree(state, oid, "", True)}
@@ -502,7 +518,7 @@ class _Handler(BaseHTTPRequestHandler):
                     )
                     oid = c["parents"][0] if c["parents"] else None
                 return self._json(out)
-        raise HubError(404, f"Not found: {method} {self.path}")
+        raise ReplyError(404, f"Not found: {method} {self.path}")
 
     def _repo_url(self, repo_type: str, repo_id: str) -> str:
         return f"{self.server.endpoint}/{_URL_PREFIX[repo_type]}{repo_id}"
@@ -538,8 +554,8 @@ class _Handler(BaseHTTPRequestHandler):
         trees = store.tree_oids(files)
         if sub and sub not in trees:
             if sub in files:
-                raise HubError(404, f"{sub} is a file, not a folder", "EntryNotFound")
-            raise HubError(404, f"Folder {sub} not found", "EntryNotFound")
+                raise ReplyError(404, f"{sub} is a file, not a folder", "EntryNotFound")
+            raise ReplyError(404, f"Folder {sub} not found", "EntryNotFound")
         prefix = sub + "/" if sub else ""
         out: list[dict[str, Any]] = []
         for d, t in sorted(trees.items()):
@@ -560,7 +576,7 @@ class _Handler(BaseHTTPRequestHandler):
             oid = store.resolve(state, rev)
             blob = state["commits"][oid]["files"].get(path)
         if blob is None:
-            raise HubError(404, f"Entry not found: {path}", "EntryNotFound", commit=oid)
+            raise ReplyError(404, f"Entry not found: {path}", "EntryNotFound", commit=oid)
         data_path = store.blob_path(blob)
         size = data_path.stat().st_size
         headers = {
