@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import nox
@@ -62,6 +63,16 @@ def tests(session: nox.Session) -> None:
     install(session, "pytest>=7", "matplotlib>=3.5", editable=(CORE, ZOO))
     session.run("pytest", str(ZOO / "tests"), *session.posargs)
     session.run("pytest", str(CORE / "tests"), *session.posargs)
+
+
+@nox.session
+def properties(session: nox.Session) -> None:
+    """The long profile of the core's property suite: ``TT_PROPERTY_EXAMPLES`` random configurations (default 3000;
+    the default test run draws 240) of scan == steps, save/load == uninterrupted and chunked == whole, in outputs,
+    final states and gradients. ``TT_PROPERTY_SEED`` draws another set; extra arguments go to pytest."""
+    install(session, "pytest>=7", editable=(CORE,))
+    env = {"TT_PROPERTY_EXAMPLES": os.environ.get("TT_PROPERTY_EXAMPLES", "3000")}
+    session.run("pytest", str(CORE / "tests" / "test_properties.py"), "-q", *session.posargs, env=env)
 
 
 @nox.session

@@ -29,7 +29,7 @@ import tracetorch_zoo as zoo
 from tracetorch_zoo import bytelm  # noqa: F401 - registers the bytelm-* architectures
 from ttexp import Trainer, dist
 from ttexp.corpora import read_text, sword_dump
-from ttexp.results import table_header, write_json, write_weights
+from ttexp.results import save_figure, table_header, write_json, write_weights
 from ttexp.schedule import lr_at
 
 LN2 = math.log(2.0)
@@ -367,8 +367,7 @@ def plots(results: dict[str, Any], out: Path) -> None:
     ax.legend(fontsize=8)
     ax.set_title(f"byte_lm {results['version']}: bits per byte (dotted: final held-out)")
     fig.tight_layout()
-    fig.savefig(out / "curves.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, out / "curves.png")
 
 
 # ---------------------------------------------------------------------------------------------- publishing

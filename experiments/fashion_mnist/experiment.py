@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 import tracetorch_zoo as zoo
 from ttexp import Trainer, digit_images
-from ttexp.results import provenance_line, seed_summary, table_header, write_json, write_weights
+from ttexp.results import provenance_line, save_figure, seed_summary, table_header, write_json, write_weights
 from ttexp.schedule import lr_at
 
 # Published conv SNNs on Fashion-MNIST (test accuracy), each read in its authors' own code or docs (the papers'
@@ -307,8 +307,7 @@ def plots(results: dict[str, Any], out: Path) -> None:
         a.legend(fontsize=8, loc="best")
     fig.suptitle(f"fashion_mnist {results['version']} on {results['data']['source']}")
     fig.tight_layout()
-    fig.savefig(out / "curves.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, out / "curves.png")
     r = results["models"][results["main"]]
     conf = np.array(r["runs"][0]["confusion"], dtype=float)
     conf /= np.maximum(conf.sum(1, keepdims=True), 1)
@@ -320,8 +319,7 @@ def plots(results: dict[str, Any], out: Path) -> None:
     ax.set(xlabel="predicted", ylabel="true", title=f"{results['main']}: test accuracy {r['test_acc']['mean']:.4f}")
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
-    fig.savefig(out / "confusion.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, out / "confusion.png")
 
 
 # ---------------------------------------------------------------------------------------------- publishing

@@ -33,7 +33,7 @@ from tracetorch import snn
 from tracetorch.functional import SpikeFunction
 from ttexp import Trainer
 from ttexp import digit_images as mnist_data
-from ttexp.results import seed_summary, table_header, write_json
+from ttexp.results import save_figure, seed_summary, table_header, write_json
 
 
 # ------------------------------------------------------------------------------------------------- models
@@ -280,5 +280,4 @@ def plots(results: dict[str, Any], out: Path) -> None:
         a.legend(fontsize=8)
     fig.suptitle(f"mnist_rate {results['version']} on {results['data']['source']}")
     fig.tight_layout()
-    fig.savefig(out / "curves.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, out / "curves.png")

@@ -30,7 +30,7 @@ import tracetorch as tt
 from tracetorch import rnn, snn, ssm
 from ttexp import Trainer
 from ttexp import digit_images as mnist_data
-from ttexp.results import seed_summary, table_header, write_json
+from ttexp.results import save_figure, seed_summary, table_header, write_json
 
 
 # --------------------------------------------------------------------------------------------------- task
@@ -267,5 +267,4 @@ def plots(results: dict[str, Any], out: Path) -> None:
         a.legend(fontsize=8)
     fig.suptitle(f"mnist_sequential {results['version']} on {results['data']['source']}")
     fig.tight_layout()
-    fig.savefig(out / "curves.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, out / "curves.png")

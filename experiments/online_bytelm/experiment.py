@@ -39,7 +39,7 @@ import tracetorch as tt
 import tracetorch_zoo as zoo
 from ttexp.checkpoint import Checkpointer
 from ttexp.corpora import read_text, sword_dump
-from ttexp.results import table_header, write_json
+from ttexp.results import save_figure, table_header, write_json, write_weights
 
 LN2 = math.log(2.0)
 
@@ -300,12 +300,8 @@ def stream_part(ctx, stream: bytes, held: bytes, retention: bytes) -> dict[str, 
         heldout_gain_bpb=meta["before"]["heldout_bpb"] - after["heldout_bpb"],
         retention_change_bpb=after["retention_bpb"] - meta["before"]["retention_bpb"],
     )
-    write_json(done_file, result)
-    from safetensors.torch import save_file
-
-    save_file(
-        {k: v.contiguous() for k, v in model.state_dict().items()}, str(ctx.run_dir / "stream" / "model.safetensors")
-    )
+    write_weights(model, ctx.run_dir / "stream" / "model.safetensors")
+    write_json(done_file, result)  # "done" is recorded last, once the weights are complete
     return result
 
 
@@ -421,5 +417,4 @@ def plots(results: dict[str, Any], out: Path) -> None:
     mx.grid(alpha=0.3)
     fig.suptitle(f"online_bytelm {results['version']}: one pass over new text, learning online")
     fig.tight_layout()
-    fig.savefig(out / "stream.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, out / "stream.png")

@@ -43,7 +43,7 @@ from torch import nn
 
 import tracetorch as tt
 from tracetorch import snn
-from ttexp.results import table_header
+from ttexp.results import save_figure, table_header, write_json
 
 METHODS = ("bptt", "online", "trace", "reflect")
 
@@ -174,8 +174,7 @@ def run_method(ctx, method: str) -> dict[str, Any]:
                 cell = json.loads(path.read_text())
             else:
                 cell = train_cell(method, T, seed, cfg)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(json.dumps(cell))
+                write_json(path, cell)
                 print(f"poisson_clicks {method} T={T} seed={seed}: accuracy {cell['accuracy']:.3f} "
                       f"({cell['train_seconds']:.1f} s)", flush=True)  # fmt: skip
             cells.append(cell)
@@ -251,8 +250,7 @@ def run_memory(ctx) -> dict[str, Any]:
                 if proc.returncode:
                     raise SystemExit(f"poisson_clicks: memory probe {method} T={T} failed:\n{proc.stderr[-3000:]}")
                 res = json.loads(proc.stdout.strip().splitlines()[-1])
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(json.dumps(res))
+                write_json(path, res)
                 print(f"poisson_clicks memory {method} T={T}: +{res['episode_mb']:.1f} MB "
                       f"({res['seconds']:.1f} s)", flush=True)  # fmt: skip
             out[method][str(T)] = res
@@ -280,8 +278,7 @@ def run(ctx) -> dict[str, Any] | None:
             results[part] = json.loads(done.read_text())
         elif ctx.wants(part):
             results[part] = run_memory(ctx) if part == "memory" else run_method(ctx, part)
-            done.parent.mkdir(parents=True, exist_ok=True)
-            done.write_text(json.dumps(results[part]))
+            write_json(done, results[part])
     missing = [p for p in names if p not in results]
     if missing:
         print(f"poisson_clicks: parts not finished yet: {missing}; results are written once all are done")
@@ -356,8 +353,7 @@ def plots(results: dict[str, Any], out: Path) -> None:
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out / "accuracy.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, out / "accuracy.png")
     fig, ax = plt.subplots(figsize=(6, 4))
     mlen = cfg["memory"]["lengths"]
     for m, r in results["memory"]["per_length"].items():
@@ -369,8 +365,7 @@ def plots(results: dict[str, Any], out: Path) -> None:
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out / "memory.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, out / "memory.png")
 
 
 if __name__ == "__main__" and len(sys.argv) == 5 and sys.argv[1] == "memory-probe":

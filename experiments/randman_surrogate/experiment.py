@@ -51,7 +51,7 @@ from torch import Tensor, nn
 import tracetorch as tt
 from tracetorch import snn
 from tracetorch.functional.spike import SpikeFunction
-from ttexp.results import table_header
+from ttexp.results import save_figure, table_header, write_json
 
 SHAPES = ("fast_sigmoid", "sigmoid", "triangle")
 SHAPE_LABELS = {
@@ -252,8 +252,7 @@ def run_grid(ctx, part: str, mc: dict[str, Any], shape: str, betas: list[float])
                     cache[seed] = make_randman(cfg["data"], seed)
                 cell = train_cell(cfg, mc, shape, float(beta), seed, cache[seed], max_steps)
                 if max_steps is None:  # a capped probe is never cached as a finished cell
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    path.write_text(json.dumps(cell))
+                    write_json(path, cell)
                 print(
                     f"randman_surrogate {part} beta={beta:g} seed={seed}: test {cell['test_accuracy']:.3f} "
                     f"rate {cell['hidden_rate']:.4f} ({cell['train_seconds']:.1f} s, "
@@ -292,8 +291,7 @@ def run(ctx) -> dict[str, Any] | None:
             else:
                 results[part] = run_grid(ctx, part, cfg["model"], part, cfg["sweep"]["betas"])
             if ctx.options.get("max_steps") is None:
-                done.parent.mkdir(parents=True, exist_ok=True)
-                done.write_text(json.dumps(results[part]))
+                write_json(done, results[part])
     missing = [p for p in names if p not in results]
     if missing or ctx.options.get("max_steps") is not None:
         print(f"randman_surrogate: parts not finished yet: {missing}; results are written once all are done")
@@ -433,5 +431,4 @@ def plots(results: dict[str, Any], out: Path) -> None:
     ax.legend(fontsize=7, loc="lower center")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out / "accuracy_vs_beta.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, out / "accuracy_vs_beta.png")

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 import tracetorch as tt
 from ttexp import Trainer
-from ttexp.results import provenance_line, table_header, write_json
+from ttexp.results import provenance_line, save_figure, table_header, write_json
 from ttexp.schedule import lr_at
 
 # Table 1 of Gu & Dao (arXiv:2312.00752v2, §4.1.1): accuracy (%) by architecture and inner layer, VERIFIED in
@@ -447,5 +447,4 @@ def plots(results: dict[str, Any], out: Path) -> None:
     ax.legend(fontsize=8, loc="center right")
     ax.set_title(f"selective_copying {results['version']}: test accuracy (dashed: paper's Table 1)", fontsize=10)
     fig.tight_layout()
-    fig.savefig(out / "accuracy.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, out / "accuracy.png")

@@ -31,7 +31,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import shutil
 import subprocess
 import sys
@@ -51,7 +50,8 @@ import tracetorch_zoo as zoo
 from tracetorch import rnn, snn, ssm
 from tracetorch_zoo.audio import FrameClassifier, SpikingBlock
 from ttexp import Trainer
-from ttexp.results import provenance_line, table_header, write_json, write_weights
+from ttexp.files import atomic_write
+from ttexp.results import provenance_line, save_figure, table_header, write_json, write_weights
 from ttexp.schedule import lr_at
 
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -196,9 +196,8 @@ def build_synthetic(ctx) -> tuple[list[dict[str, Any]], list[np.ndarray], dict[s
     }
     pcm = np.clip(np.round(np.concatenate(waves) * 32768.0), -32768, 32767).astype(np.int16)
     cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_name(cache.name + ".tmp.npz")
-    np.savez(tmp, samples=pcm, ends=np.cumsum(lengths), info=json.dumps(info))
-    os.replace(tmp, cache)
+    with atomic_write(cache, suffix=".npz") as tmp:
+        np.savez(tmp, samples=pcm, ends=np.cumsum(lengths), info=json.dumps(info))
     print(f"spoken_digits: synthesised {len(plan)} utterances in {seconds:.1f} s -> {cache}", flush=True)
     waves = np.split(pcm.astype(np.float64) / 32768.0, np.cumsum(lengths)[:-1])
     info["cache"] = str(cache.relative_to(ctx.root))
@@ -667,8 +666,7 @@ def plots(results: dict[str, Any], out: Path) -> None:
         ax.legend(fontsize=7)
     fig.suptitle(f"spoken_digits {results['version']}: held-out voices (o) and Allison, real (x)")
     fig.tight_layout()
-    fig.savefig(out / "curves.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, out / "curves.png")
     n = len(results["models"])
     fig, axes = plt.subplots(1, n, figsize=(3.6 * n, 3.6), squeeze=False)
     for ax, (part, r) in zip(axes[0], results["models"].items(), strict=True):
@@ -681,8 +679,7 @@ def plots(results: dict[str, Any], out: Path) -> None:
         ax.set_xlabel("predicted")
         ax.set_ylabel("spoken")
     fig.tight_layout()
-    fig.savefig(out / "confusion.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, out / "confusion.png")
 
 
 # ---------------------------------------------------------------------------------------------- publishing
@@ -810,7 +807,7 @@ def make_smoke_set(config_path: Path = HERE / "v1" / "config.toml") -> None:
                 utts.append(u)
     manifest = {"espeak_ng": espeak_version(), "rate": dc["rate"], "made_by": "experiment.py make-smoke-set",
                 "utterances": utts}  # fmt: skip
-    (SMOKE_DIR / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    write_json(SMOKE_DIR / "manifest.json", manifest)
     total = sum(p.stat().st_size for p in SMOKE_DIR.iterdir())
     print(f"wrote {len(utts)} utterances to {SMOKE_DIR} ({total / 1024:.0f} KiB)")
 

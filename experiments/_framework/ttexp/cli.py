@@ -27,6 +27,7 @@ import torch
 from . import dist
 from .config import load_config
 from .context import Context
+from .files import write_text
 from .results import check_expected, read_results, write_json
 
 __all__ = ["main"]
@@ -98,7 +99,7 @@ def make_context(args: argparse.Namespace, *, device: str = "cpu", rank: int = 0
 def render(mod: ModuleType, results: dict, results_dir: Path) -> None:
     """Regenerate ``results.md`` and the plots from ``results`` (the JSON's content)."""
     results_dir.mkdir(parents=True, exist_ok=True)
-    (results_dir / "results.md").write_text(mod.table(results))
+    write_text(results_dir / "results.md", mod.table(results))
     if hasattr(mod, "plots"):
         import matplotlib
 

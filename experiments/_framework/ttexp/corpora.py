@@ -10,6 +10,8 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+from .files import write_bytes
+
 __all__ = ["read_text", "sword_dump"]
 
 
@@ -34,10 +36,7 @@ def sword_dump(
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     raw = subprocess.run(["diatheke", "-b", module, "-f", "plain", "-k", key], capture_output=True, check=True).stdout
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(transform(raw) if transform else raw)
-    os.replace(tmp, path)
-    return path
+    return write_bytes(path, transform(raw) if transform else raw)  # atomic: parallel parts may dump it at once
 
 
 def read_text(path: Path, cache: Path, *, sha256: str = "", who: str) -> tuple[bytes, str]:

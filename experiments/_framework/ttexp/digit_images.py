@@ -33,6 +33,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .files import write_bytes
+
 __all__ = ["SOURCES", "load_images"]
 
 SOURCES = ("digits", "mnist5k", "torchvision", "fashion-mnist")
@@ -141,9 +143,7 @@ def _fashion_raw(cfg: dict[str, Any], cache: Path) -> tuple[Path, str]:
     raw.mkdir(parents=True, exist_ok=True)
     for name, p in zip(FASHION_FILES, gz, strict=True):
         if not (raw / name).is_file():
-            tmp = raw / f".{name}.tmp"
-            tmp.write_bytes(gzip.decompress(p.read_bytes()))
-            tmp.replace(raw / name)  # atomic: a killed unzip never leaves a short file behind
+            write_bytes(raw / name, gzip.decompress(p.read_bytes()))  # atomic: a killed unzip leaves no short file
     return root, digest.hexdigest()
 
 

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
+
+from .files import atomic_write, write_text
 
 __all__ = [
     "check_expected",
     "flatten",
     "provenance_line",
     "read_results",
+    "save_figure",
     "seed_summary",
     "table_header",
     "write_json",
@@ -25,26 +27,29 @@ __all__ = [
 
 
 def write_json(path: str | Path, data: Any) -> Path:
-    """Write ``data`` as indented JSON atomically (temporary file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=False, allow_nan=False) + "\n")
-    os.replace(tmp, path)
-    return path
+    """Write ``data`` as indented JSON atomically (:func:`ttexp.files.atomic_write`)."""
+    return write_text(path, json.dumps(data, indent=1, sort_keys=False, allow_nan=False) + "\n")
 
 
-def write_weights(model, path: str | Path) -> Path:
-    """A model's ``state_dict`` as safetensors, atomically (temporary file + rename): a killed run never leaves
-    a short weights file under the final name. Record "done" only after this returns."""
+def write_weights(model_or_tensors, path: str | Path) -> Path:
+    """A model's ``state_dict`` (or a dict of tensors) as safetensors, atomically: a killed run never leaves a short
+    weights file under the final name. Record "done" only after this returns."""
     from safetensors.torch import save_file
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp))
-    os.replace(tmp, path)
-    return path
+    tensors = model_or_tensors if isinstance(model_or_tensors, dict) else model_or_tensors.state_dict()
+    with atomic_write(path) as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
+    return Path(path)
+
+
+def save_figure(fig, path: str | Path, *, dpi: int = 120) -> Path:
+    """Save a matplotlib figure as PNG atomically (a plot is an artefact like any other) and close it."""
+    import matplotlib.pyplot as plt
+
+    with atomic_write(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=dpi)
+    plt.close(fig)
+    return Path(path)
 
 
 def provenance_line(prov: dict[str, Any]) -> str:

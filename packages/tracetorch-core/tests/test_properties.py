@@ -10,7 +10,7 @@ float32/float64, non-zero initial states and chunk splits. Each configuration ch
 
 Derandomized: configuration ``i`` is drawn from ``random.Random(f"{seed}:{i}")``, the same on every run and
 machine, and a failure names it. ``TT_PROPERTY_EXAMPLES`` (default 240) sets how many run, ``TT_PROPERTY_SEED``
-(default 0) draws another set; the long profile is ``TT_PROPERTY_EXAMPLES=3000 pytest tests/test_properties.py``.
+(default 0) draws another set; the long profile is ``nox -s properties`` (3000).
 """
 
 from __future__ import annotations
