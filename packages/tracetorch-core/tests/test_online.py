@@ -59,9 +59,14 @@ def _online_vs_bptt(model, layers, x, w, init):
     return (y.detach(), ref), (ys, got)
 
 
-def _assert_close(a, b, rtol=1e-10, atol=1e-12):
+def _assert_close(a, b, rtol=1e-10, atol=1e-12, exact_outputs=True):
+    """Outputs bit for bit where the model is the spiking layers alone; with an ``nn.Linear`` in it to rounding, since
+    a matmul over all steps at once (``scan``) and one per step need not round alike (MKL on AVX-512 does not)."""
     (ya, ga), (yb, gb) = a, b
-    assert torch.equal(ya, yb), f"outputs differ by {(ya - yb).abs().max().item():g}"
+    if exact_outputs:
+        assert torch.equal(ya, yb), f"outputs differ by {(ya - yb).abs().max().item():g}"
+    else:
+        torch.testing.assert_close(yb, ya, rtol=rtol, atol=atol)
     assert ga.keys() == gb.keys()
     # a parameter may get no gradient when no spike of its polarity occurred; most must, or nothing is tested
     silent = [k for k in ga if not ga[k].abs().sum() > 0]
@@ -79,7 +84,7 @@ def test_online_gradients_equal_bptt_for_every_type(name, linear):
     x = torch.randn(t, b, m if linear else n, dtype=DT) * 1.5
     w = torch.randn(t, b, n, dtype=DT)
     init = [{s: torch.randn(b, n, dtype=DT) for s in layer.spec.states}]
-    _assert_close(*_online_vs_bptt(model, [layer], x, w, init))
+    _assert_close(*_online_vs_bptt(model, [layer], x, w, init), exact_outputs=not linear)
 
 
 @pytest.mark.parametrize(
@@ -103,7 +108,7 @@ def test_online_gradients_equal_bptt_variants(name, kw):
     x = torch.randn(t, b, m, dtype=DT) * 1.5
     w = torch.randn(t, b, n, dtype=DT)
     init = [{s: torch.randn(b, n, dtype=DT) for s in layer.spec.states}]
-    _assert_close(*_online_vs_bptt(model, [layer], x, w, init))
+    _assert_close(*_online_vs_bptt(model, [layer], x, w, init), exact_outputs=False)
 
 
 def test_channel_layout_and_rank0():
@@ -122,7 +127,7 @@ def test_float32_within_float_tolerance():
     x = torch.randn(20, 4, 5) * 1.5
     w = torch.randn(20, 4, 8)
     init = [{s: torch.randn(4, 8) for s in layer.spec.states}]
-    _assert_close(*_online_vs_bptt(model, [layer], x, w, init), rtol=1e-4, atol=1e-5)
+    _assert_close(*_online_vs_bptt(model, [layer], x, w, init), rtol=1e-4, atol=1e-5, exact_outputs=False)
 
 
 def test_stateless_modules_above_keep_gradients_exact():
@@ -132,7 +137,7 @@ def test_stateless_modules_above_keep_gradients_exact():
     x = torch.randn(8, 2, 4, dtype=DT) * 2
     w = torch.randn(8, 2, 3, dtype=DT)
     init = [{"mem": torch.randn(2, 6, dtype=DT)}]
-    _assert_close(*_online_vs_bptt(model, [layer], x, w, init))
+    _assert_close(*_online_vs_bptt(model, [layer], x, w, init), exact_outputs=False)
 
 
 def test_deep_chain_top_layer_exact_lower_layers_approximate():
@@ -143,7 +148,7 @@ def test_deep_chain_top_layer_exact_lower_layers_approximate():
     w = torch.randn(8, 2, 3, dtype=DT)
     init = [{"mem": torch.randn(2, 5, dtype=DT)}, {"mem": torch.randn(2, 3, dtype=DT)}]
     (y, ref), (ys, got) = _online_vs_bptt(model, [l1, l2], x, w, init)
-    assert torch.equal(y, ys)
+    torch.testing.assert_close(ys, y, rtol=1e-10, atol=1e-12)  # to rounding: two nn.Linear (see _assert_close)
     top = ("2.weight", "2.bias", "3.raw_beta")
     for k in top:
         torch.testing.assert_close(got[k], ref[k], rtol=1e-10, atol=1e-12)
