@@ -19,7 +19,7 @@ import contextlib
 import itertools
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -79,10 +79,28 @@ class Layer(Stateful):
     the parameters as dicts by name, or as the ``NamedTuple`` types ``State`` / ``Params`` when the class
     sets them (``Params`` then also selects which parameters the step gets, in order). A faster whole-sequence
     path goes in :meth:`sequence`; it must give the same numbers as the step loop.
+
+    Subclassing a library layer to change its math: override :meth:`step` (or the family's hook, see
+    :attr:`math_hooks`); every mode then runs the override (:attr:`reference_only`). Override :meth:`sequence`
+    as well to give the subclass a fast scan of its own.
     """
 
     State: type | None = None
     Params: type | None = None
+
+    #: The methods that define a layer's math one step at a time. The library's fast paths (fused scans, native
+    #: kernels, no-grad streaming engines) compute the library's own version of them; a subclass defined outside
+    #: tracetorch that overrides any of them gets ``reference_only = True`` and runs its own step everywhere
+    #: (``scan`` = the step loop), so ``scan == steps`` holds for it too. Families extend the tuple.
+    math_hooks: ClassVar[tuple[str, ...]] = ("step", "params")
+    reference_only: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        library = next(c for c in cls.__mro__ if c.__module__.split(".")[0] == "tracetorch")
+        cls.reference_only = library.reference_only or any(
+            getattr(cls, hook, None) is not getattr(library, hook, None) for hook in cls.math_hooks
+        )
 
     def __init__(self, num_neurons: int, dim: int = -1, in_features: int | None = None) -> None:
         super().__init__()

@@ -54,6 +54,11 @@ class EligibilityUnit(Stateful):
         super().__init__()
         if not isinstance(layer, SpikingLayer):
             raise TypeError(f"EligibilityUnit takes a tt.snn spiking layer, got {type(layer).__name__}")
+        if layer.reference_only:
+            raise TypeError(
+                f"EligibilityUnit: {type(layer).__name__} overrides step (or params); eligibility traces follow the "
+                "library's neuron equations, not its own. Learn it online with tt.online.TruncatedLearner."
+            )
         if linear is not None:
             if not isinstance(linear, nn.Linear):
                 raise TypeError(f"EligibilityUnit: linear must be an nn.Linear, got {type(linear).__name__}")

@@ -29,6 +29,7 @@ __all__ = ["GRU", "LSTM", "SimpleRNN"]
 class _Recurrent(Layer):
     gates: ClassVar[int]
     state_list: ClassVar[tuple[str, ...]] = ("h",)
+    math_hooks = (*Layer.math_hooks, "_cell")  # the cell every step runs (see Layer.math_hooks)
 
     def __init__(self, in_features: int, out_features: int, *, bias: bool = True, dim: int = -1) -> None:
         super().__init__(out_features, dim=dim, in_features=in_features)
@@ -83,6 +84,7 @@ class _Recurrent(Layer):
         h = states["h"]
         if (
             h is not None
+            and not self.reference_only
             and not under_autocast(x)
             and x.ndim == 2
             and self.dim in (-1, 1)
@@ -112,6 +114,8 @@ class _Recurrent(Layer):
         return self._unflat(y, shape, d), {k: self._unflat(v, shape, d) for k, v in new.items()}
 
     def sequence(self, x_seq: Tensor, state: dict[str, Tensor], params: dict[str, Tensor]) -> tuple[Tensor, Any]:
+        if self.reference_only:  # ATen's fused sequence op knows only the library's cells
+            return super().sequence(x_seq, state, params)
         d = self.feature_dim(x_seq.ndim - 1)  # negative: the same axis in the sequence
         t = x_seq.shape[0]
         xs = (x_seq.movedim(d, -1) if d != -1 else x_seq).reshape(t, -1, self.in_features)

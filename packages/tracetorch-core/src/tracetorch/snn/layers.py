@@ -1,6 +1,6 @@
 """The 32 spiking layer types: thin names over one mechanism (:mod:`tracetorch.functional.spiking`).
 
-Each class below only names a :class:`~tracetorch.functional.NeuronSpec`; ``SpikingLayer`` turns the spec
+Each class below only names a :class:`~tracetorch.functional.NeuronSpec` (``neuron=``); ``SpikingLayer`` turns the spec
 into parameters, states, a constructor signature and a docstring, runs the reference step
 (:func:`~tracetorch.functional.neuron_step`) per call, and a fused path in ``scan``
 (:mod:`tracetorch.snn.sequence`).
@@ -82,14 +82,27 @@ def _docstring(spec: NeuronSpec, summary: str | None) -> str:
 
 
 class SpikingLayer(Layer):
-    """Base of the 32 spiking types; a subclass is named after its type and gets everything from the spec."""
+    """Base of the 32 spiking types. A class names its neuron type, ``class LIB(SpikingLayer, neuron="LIB")``, and
+    gets everything else from the spec: parameters, states, constructor signature, docstring. A subclass of a type
+    (``class MyLIB(snn.LIB)``) is that type; one that overrides :meth:`step` runs it in every mode
+    (:attr:`Layer.reference_only`)."""
 
     spec: ClassVar[NeuronSpec]
     _signature: ClassVar[inspect.Signature]
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
+    def __init_subclass__(cls, neuron: str | NeuronSpec | None = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        cls.spec = NeuronSpec.from_name(cls.__name__)
+        if neuron is None:
+            if not hasattr(cls, "spec"):
+                raise TypeError(
+                    f"{cls.__name__}: a direct subclass of SpikingLayer names its neuron type, e.g. "
+                    f'class {cls.__name__}(SpikingLayer, neuron="LIB"); or subclass a type: '
+                    f"class {cls.__name__}(snn.LIB)"
+                )
+            if "__init__" in cls.__dict__:  # its own constructor: let inspect read it, not the type's signature
+                cls.__signature__ = None
+            return
+        cls.spec = neuron if isinstance(neuron, NeuronSpec) else NeuronSpec.from_name(neuron)
         cls._signature = _signature(cls.spec)
         cls.__signature__ = cls._signature
         cls.__doc__ = _docstring(cls.spec, inspect.cleandoc(cls.__doc__) if cls.__doc__ else None)
@@ -127,7 +140,12 @@ class SpikingLayer(Layer):
         """One time step. Without autograd (inference, streaming) a lean path with cached parameters runs;
         it computes the same numbers as the reference step."""
         # autocast changes no element-wise op: only a float16/bfloat16 input needs the general path's upcast
-        if not torch.is_grad_enabled() and not torch.compiler.is_compiling() and x.dtype not in _LOW_PRECISION:
+        if (
+            not self.reference_only
+            and not torch.is_grad_enabled()
+            and not torch.compiler.is_compiling()
+            and x.dtype not in _LOW_PRECISION
+        ):
             fast = self.__dict__.get("_stream_fast")  # LIB on the native kernel, prepared by a first step
             if fast is not None:
                 y = fast_native_step(self.__dict__, fast, x)
@@ -139,46 +157,47 @@ class SpikingLayer(Layer):
         return super().forward(x)
 
     def sequence(self, x_seq: Tensor, state: dict[str, Tensor], params: dict[str, Tensor]) -> tuple[Tensor, Any]:
-        fast = _sequence.fused_sequence(self.spec, x_seq, state, params, self.spike_fn, self.detach_reset)
-        if fast is not None:
-            return fast
+        if not self.reference_only:
+            fast = _sequence.fused_sequence(self.spec, x_seq, state, params, self.spike_fn, self.detach_reset)
+            if fast is not None:
+                return fast
         return super().sequence(x_seq, state, params)
 
 
 # fmt: off
-class LI(SpikingLayer):
+class LI(SpikingLayer, neuron="LI"):
     """``LI``: leaky integrator, ``mem <- beta mem + x``, output ``mem``. A common readout."""
-class DLI(SpikingLayer): pass  # noqa: E701
-class SLI(SpikingLayer): pass  # noqa: E701
-class DSLI(SpikingLayer): pass  # noqa: E701
-class LIEMA(SpikingLayer): pass  # noqa: E701
-class DLIEMA(SpikingLayer): pass  # noqa: E701
-class SLIEMA(SpikingLayer): pass  # noqa: E701
-class DSLIEMA(SpikingLayer): pass  # noqa: E701
-class LIB(SpikingLayer):
+class DLI(SpikingLayer, neuron="DLI"): pass  # noqa: E701
+class SLI(SpikingLayer, neuron="SLI"): pass  # noqa: E701
+class DSLI(SpikingLayer, neuron="DSLI"): pass  # noqa: E701
+class LIEMA(SpikingLayer, neuron="LIEMA"): pass  # noqa: E701
+class DLIEMA(SpikingLayer, neuron="DLIEMA"): pass  # noqa: E701
+class SLIEMA(SpikingLayer, neuron="SLIEMA"): pass  # noqa: E701
+class DSLIEMA(SpikingLayer, neuron="DSLIEMA"): pass  # noqa: E701
+class LIB(SpikingLayer, neuron="LIB"):
     """``LIB``: leaky integrate-and-fire (the classic LIF). ``mem <- beta mem + x``; spike 1 when
     ``mem >= threshold - bias``; ``mem <- mem - spike * threshold``. Returns the 0/1 spikes."""
-class DLIB(SpikingLayer): pass  # noqa: E701
-class SLIB(SpikingLayer): pass  # noqa: E701
-class RLIB(SpikingLayer): pass  # noqa: E701
-class DSLIB(SpikingLayer): pass  # noqa: E701
-class DRLIB(SpikingLayer): pass  # noqa: E701
-class SRLIB(SpikingLayer): pass  # noqa: E701
-class DSRLIB(SpikingLayer): pass  # noqa: E701
-class LIT(SpikingLayer): pass  # noqa: E701
-class DLIT(SpikingLayer): pass  # noqa: E701
-class SLIT(SpikingLayer): pass  # noqa: E701
-class RLIT(SpikingLayer): pass  # noqa: E701
-class DSLIT(SpikingLayer): pass  # noqa: E701
-class DRLIT(SpikingLayer): pass  # noqa: E701
-class SRLIT(SpikingLayer): pass  # noqa: E701
-class DSRLIT(SpikingLayer): pass  # noqa: E701
-class LITS(SpikingLayer): pass  # noqa: E701
-class DLITS(SpikingLayer): pass  # noqa: E701
-class SLITS(SpikingLayer): pass  # noqa: E701
-class RLITS(SpikingLayer): pass  # noqa: E701
-class DSLITS(SpikingLayer): pass  # noqa: E701
-class DRLITS(SpikingLayer): pass  # noqa: E701
-class SRLITS(SpikingLayer): pass  # noqa: E701
-class DSRLITS(SpikingLayer): pass  # noqa: E701
+class DLIB(SpikingLayer, neuron="DLIB"): pass  # noqa: E701
+class SLIB(SpikingLayer, neuron="SLIB"): pass  # noqa: E701
+class RLIB(SpikingLayer, neuron="RLIB"): pass  # noqa: E701
+class DSLIB(SpikingLayer, neuron="DSLIB"): pass  # noqa: E701
+class DRLIB(SpikingLayer, neuron="DRLIB"): pass  # noqa: E701
+class SRLIB(SpikingLayer, neuron="SRLIB"): pass  # noqa: E701
+class DSRLIB(SpikingLayer, neuron="DSRLIB"): pass  # noqa: E701
+class LIT(SpikingLayer, neuron="LIT"): pass  # noqa: E701
+class DLIT(SpikingLayer, neuron="DLIT"): pass  # noqa: E701
+class SLIT(SpikingLayer, neuron="SLIT"): pass  # noqa: E701
+class RLIT(SpikingLayer, neuron="RLIT"): pass  # noqa: E701
+class DSLIT(SpikingLayer, neuron="DSLIT"): pass  # noqa: E701
+class DRLIT(SpikingLayer, neuron="DRLIT"): pass  # noqa: E701
+class SRLIT(SpikingLayer, neuron="SRLIT"): pass  # noqa: E701
+class DSRLIT(SpikingLayer, neuron="DSRLIT"): pass  # noqa: E701
+class LITS(SpikingLayer, neuron="LITS"): pass  # noqa: E701
+class DLITS(SpikingLayer, neuron="DLITS"): pass  # noqa: E701
+class SLITS(SpikingLayer, neuron="SLITS"): pass  # noqa: E701
+class RLITS(SpikingLayer, neuron="RLITS"): pass  # noqa: E701
+class DSLITS(SpikingLayer, neuron="DSLITS"): pass  # noqa: E701
+class DRLITS(SpikingLayer, neuron="DRLITS"): pass  # noqa: E701
+class SRLITS(SpikingLayer, neuron="SRLITS"): pass  # noqa: E701
+class DSRLITS(SpikingLayer, neuron="DSRLITS"): pass  # noqa: E701
 # fmt: on

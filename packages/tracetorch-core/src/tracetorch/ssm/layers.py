@@ -51,6 +51,8 @@ def _positive_int(owner: str, what: str, v: Any, minimum: int = 1) -> int:
 class _SSMLayer(Layer):
     """Shared layout logic: states with the layer's channels on the feature axis plus one trailing axis."""
 
+    math_hooks = (*Layer.math_hooks, "_step", "_s6_step")  # the per-step math behind step (see Layer.math_hooks)
+
     def __init__(self, num_neurons: int, *, dim: int, channels: int, trailing: dict[str, tuple[int, str]]) -> None:
         super().__init__(num_neurons, dim=dim)
         self.channels = channels  # size of the states' feature axis
@@ -155,6 +157,8 @@ class _SSMLayer(Layer):
         return self._unflat_y(y, x.shape, d), self._unflat_states(new, state, d)
 
     def sequence(self, x_seq: Tensor, state: dict[str, Tensor], params: dict[str, Tensor]) -> tuple[Tensor, Any]:
+        if self.reference_only:  # the sequence forms (convolution, selective scan) know only the library's steps
+            return super().sequence(x_seq, state, params)
         d = self.feature_dim(x_seq.ndim - 1)  # negative: the same axis in the sequence
         t = x_seq.shape[0]
         xs = (x_seq.movedim(d, -1) if d != -1 else x_seq).reshape(t, -1, x_seq.shape[d])
@@ -396,7 +400,12 @@ class Mamba(_Selective, _SSMLayer):
     def forward(self, x: Tensor) -> Tensor:
         """One time step. Without autograd (inference, streaming) and for ``[batch, D]`` inputs a lean path runs
         on preallocated buffers (:class:`_MambaStream`); it computes the same numbers as the reference step."""
-        if not torch.is_grad_enabled() and not torch.compiler.is_compiling() and not under_autocast(x):
+        if (
+            not self.reference_only
+            and not torch.is_grad_enabled()
+            and not torch.compiler.is_compiling()
+            and not under_autocast(x)
+        ):
             y = _MambaStream.step(self, x)
             if y is not None:
                 return y
