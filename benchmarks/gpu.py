@@ -33,8 +33,8 @@ sys.path.insert(0, str(HERE))
 import worker as W  # noqa: E402
 import worker_rnn as WR  # noqa: E402
 
-from tracetorch.ops.triton_fire import triton_status  # noqa: E402
-from tracetorch.ops.triton_scan import triton_scan_status  # noqa: E402
+from tracetorch.ops.fire.triton import triton_status  # noqa: E402
+from tracetorch.ops.selective_scan.triton import triton_scan_status  # noqa: E402
 
 LIF_IMPLS = ["tracetorch-scan", "tracetorch-scan-torch", "tracetorch-steps", "snntorch", "spikingjelly-m",
              "spikingjelly-cupy", "norse"]  # fmt: skip
@@ -86,18 +86,18 @@ def version(dist: str | None) -> str | None:
 
 def without_triton(impl):
     """Our scan on the torch kernels (what runs where Triton is not installed)."""
-    from tracetorch.ops import triton_scan
-    from tracetorch.snn import fused
+    from tracetorch.ops import fire
+    from tracetorch.ops.selective_scan import triton as triton_scan
 
     inner = impl.forward
 
     def forward(x):
-        kernels, usable = fused._sequence_kernels, triton_scan.usable
-        fused._sequence_kernels, triton_scan.usable = (lambda cfg, u: None), (lambda u: False)
+        kernels, usable = fire.choose_kernels, triton_scan.usable
+        fire.choose_kernels, triton_scan.usable = (lambda cfg, u: None), (lambda u: False)
         try:
             return inner(x)
         finally:
-            fused._sequence_kernels, triton_scan.usable = kernels, usable
+            fire.choose_kernels, triton_scan.usable = kernels, usable
 
     impl.forward = forward
     return impl

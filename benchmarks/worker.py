@@ -103,7 +103,7 @@ def ours(prob, workload: str, variant: str) -> Impl:
     fixed = ", ".join(f"{k}=False" for k in extra)
     impl.note = " ".join(repr(layer).split()) + (f"; passed {fixed}" if fixed else "")
     try:  # which kernels ran: the native C ones (built with the system compiler) or the torch fallback
-        from tracetorch.ops.native import native_status
+        from tracetorch.ops.fire.native import native_status
 
         impl.note += f"; native kernels: {native_status()}"
     except ImportError:  # a tracetorch-core without them

@@ -1,4 +1,4 @@
-"""The native CPU kernels (``tracetorch.ops.native``) against the torch kernels and the reference step loop.
+"""The native CPU kernels (``tracetorch.ops.fire.native``) against the torch kernels and the reference step loop.
 
 Outputs and final states must be bit-identical (both round the membrane update as torch's addcmul does);
 gradients agree to rounding. Every comparison first checks that the native kernel really ran.
@@ -26,7 +26,7 @@ from conftest import assert_same_run, run
 
 import tracetorch as tt
 import tracetorch.functional as F
-from tracetorch.ops import native
+from tracetorch.ops.fire import native
 
 
 def _compiler_works() -> bool:
@@ -494,7 +494,7 @@ def test_an_own_cache_folder_is_made_private(monkeypatch, tmp_path):
 
 _LIB_SCAN = """
 import hashlib, torch, tracetorch as tt
-from tracetorch.ops import native
+from tracetorch.ops.fire import native
 torch.manual_seed(0)
 layer = tt.snn.LIB(16)
 x = torch.randn(20, 4, 16) * 2

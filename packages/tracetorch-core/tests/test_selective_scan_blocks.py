@@ -8,9 +8,10 @@ import sys
 import pytest
 import torch
 
-from tracetorch.ops.selective_scan import _block_rows, selective_scan, selective_scan_ref
+from tracetorch.ops.selective_scan import selective_scan, selective_scan_ref
+from tracetorch.ops.selective_scan.torch_kernel import _block_rows
 
-ss_mod = sys.modules["tracetorch.ops.selective_scan"]  # the package attribute of that name is the function
+ss_mod = sys.modules["tracetorch.ops.selective_scan.torch_kernel"]  # the chunked torch kernel and its blocking
 
 DT = torch.float64
 

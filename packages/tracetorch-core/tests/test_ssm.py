@@ -286,7 +286,7 @@ def assert_same_states(a, b):
     [(1, -1, DT, 3), (3, -1, DT, 3), (2, 1, DT, 2), (1, -1, torch.float32, 3), (2, -1, DT, 40), (1, -1, DT, 40)],
 )
 def test_mamba_streaming_fast_path_equals_reference_step(batch, dim, dtype, d_conv):
-    # the no-grad streaming path (_MambaStream, out= ops on preallocated buffers) beside the reference step
+    # the no-grad streaming path (ssm.streaming.MambaStream, out= ops on preallocated buffers) beside the reference step
     # (Layer.forward -> Mamba._step): bit-identical outputs and states from a non-zero initial state, over more
     # steps than one pass of its window buffer; and the same numbers as scan
     fast, ref = mamba_pair(4, dtype, dim=dim, d_conv=d_conv)

@@ -1,4 +1,4 @@
-"""The Triton firing kernels (:mod:`tracetorch.ops.triton_fire`, CUDA) against the torch kernels they replace:
+"""The Triton firing kernels (:mod:`tracetorch.ops.fire.triton`, CUDA) against the torch kernels they replace:
 outputs, final states and every gradient for the 12 single-branch firing types, over ranks, learnable flags,
 layouts (per-neuron, per-channel, scalar), surrogates, detach_reset and non-zero initial states.
 
@@ -17,8 +17,8 @@ from test_snn_types import random_params
 
 from tracetorch import functional as F
 from tracetorch import snn
-from tracetorch.ops import triton_fire
-from tracetorch.snn import fused
+from tracetorch.ops import fire
+from tracetorch.ops.fire import triton as triton_fire
 
 pytest.importorskip("triton")
 if torch.cuda.is_available():
@@ -39,7 +39,7 @@ def with_kernels(monkeypatch, kernels):
             return None
         return kernels
 
-    monkeypatch.setattr(fused, "_sequence_kernels", pick)
+    monkeypatch.setattr(fire, "choose_kernels", pick)
 
 
 def test_there_are_twelve_single_branch_types():
@@ -88,7 +88,7 @@ def test_selected_on_cuda_and_status():
     assert triton_fire.triton_status() == "available"
     layer = snn.LIB(8).to(DEVICE)
     x = torch.randn(5, 2, 8, device=DEVICE)
-    assert fused._sequence_kernels(fused._Cfg(layer.spec, "heaviside", "sigmoid", 4.0, False), x) is triton_fire
+    assert fire.choose_kernels(fire.FireConfig(layer.spec, "heaviside", "sigmoid", 4.0, False), x) is triton_fire
     layer.scan(x).sum().backward()
     assert triton_fire.triton_status() == "available"  # not disabled by a failing launch
 
@@ -99,7 +99,7 @@ def test_triton_selective_scan_matches_reference(t, b, d, n, chunk, variant):
     from test_ssm import scan_inputs
 
     from tracetorch.ops.selective_scan import selective_scan_ref
-    from tracetorch.ops.triton_scan import SelectiveScanTriton, triton_scan_status
+    from tracetorch.ops.selective_scan.triton import SelectiveScanTriton, triton_scan_status
 
     ins = [None if v is None else v.detach().to(DEVICE).requires_grad_(True) for v in
            scan_inputs(t, b, d, n, skip=variant != "no-skip", init=variant != "no-init")]  # fmt: skip

@@ -153,7 +153,7 @@ def _record_backend(path: str, kinds: list[str]) -> None:
         for how in ("steps", "scan"):
             put(f"{name}/ttcompiled_{how}", _nograd_run, folded, x, initial, how)
 
-    from tracetorch.ops import native
+    from tracetorch.ops.fire import native
 
     meta = {
         "none": json.dumps(sorted(none)),

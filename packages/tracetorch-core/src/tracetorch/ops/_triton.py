@@ -1,4 +1,4 @@
-"""The lazy loading shared by the Triton kernel modules (:mod:`.triton_fire`, :mod:`.triton_scan`)."""
+"""The lazy loading shared by the Triton kernel modules (:mod:`.fire.triton`, :mod:`.selective_scan.triton`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from types import ModuleType
 
 
 class LazyKernels:
-    """A module of Triton kernels (``tracetorch.ops.<name>``, which imports triton), imported on first use.
+    """A module of Triton kernels (``tracetorch.ops.<name>``, e.g. ``fire.triton_kernels``; it imports triton),
+    imported on first use.
 
     ``status`` is ``"available"`` or why not: no Triton (CPU-only torch builds), ``TRACETORCH_TRITON=0``, or a
     launch that failed (:meth:`disable`); the callers then run their torch implementations."""

@@ -22,7 +22,7 @@ from ..functional.spike import make_spike_fn
 from ..functional.spiking import NAMES, NeuronSpec, neuron_step
 from ..layer import Layer
 from . import sequence as _sequence
-from .fused import fast_native_step, stream_step
+from .streaming import fast_native_step, stream_step
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 

@@ -4,7 +4,7 @@
 * ``LI`` family: every trace is a first-order linear recurrence, so each is one
   :func:`~tracetorch.ops.linear_scan` over the whole sequence (one autograd node per trace), with the
   element-wise parts (sign splits, EMA input scaling) applied to all steps at once.
-* firing families: one fused autograd node with a hand-written backward (:mod:`tracetorch.snn.fused`).
+* firing families: the firing op, one autograd node (:mod:`tracetorch.ops.fire`).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from torch import Tensor
 
 from ..functional.spike import SpikeFunction
 from ..functional.spiking import NeuronSpec
+from ..ops.fire import fire_sequence
 from ..ops.linear_scan import linear_scan
-from .fused import fused_firing_sequence
 
 __all__ = ["ema_scan", "fused_sequence", "li_membrane_sequence", "synapse_sequence"]
 
@@ -40,7 +40,7 @@ def fused_sequence(
     new: dict[str, Tensor] = {}
     u = synapse_sequence(spec, x_seq, state, params, new)
     if spec.fires:
-        return fused_firing_sequence(spec, u, state, params, spike_fn, detach_reset, new)
+        return fire_sequence(spec, u, state, params, spike_fn, detach_reset, new)
     return li_membrane_sequence(spec, u, state, params, new)
 
 

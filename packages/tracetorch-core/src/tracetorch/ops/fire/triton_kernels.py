@@ -1,8 +1,8 @@
-"""The Triton kernels behind :mod:`tracetorch.ops.triton_fire` (imported only where Triton is installed).
+"""The Triton kernels behind :mod:`tracetorch.ops.fire.triton` (imported only where Triton is installed).
 
 Module level, as Triton requires of the functions a kernel calls. One program owns ``BLOCK`` consecutive
 elements of a step and loops over time; the parameters are gathered per element from P-long vectors
-(element ``e`` uses index ``(e // J) % P``, see :func:`tracetorch.ops.native.param_layout`).
+(element ``e`` uses index ``(e // J) % P``, see :func:`tracetorch.ops.fire.native.param_layout`).
 """
 
 # ruff: noqa: SIM108 (constexpr branches: only one is compiled)

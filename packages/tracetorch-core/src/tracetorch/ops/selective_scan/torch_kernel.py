@@ -1,77 +1,13 @@
-"""Mamba's selective scan (S6) over a whole sequence.
-
-``h_t = exp(delta_t A) h_{t-1} + (delta_t u_t) B_t``, ``y_t = sum_n C_t h_t + D u_t`` with per-channel ``A``
-``[D, N]`` and input-dependent ``delta_t`` ``[batch, D]``, ``B_t``, ``C_t`` ``[batch, N]``.
-
-``selective_scan_ref`` is the plain reference (autograd through a loop of :func:`~tracetorch.functional.ssm.
-selective_step`). ``selective_scan`` computes the same numbers as one autograd node with a hand-written backward:
-
-* the forward walks the sequence in chunks of ``chunk`` steps. Per chunk, ``exp(delta A)`` and ``delta u B`` are
-  computed for all its steps at once, the recurrence runs one fused ``addcmul`` per step in place, and the
-  outputs are one batched matmul against ``C``. Only the state at each chunk start is kept for the backward:
-  ``[T / chunk, batch, D, N]`` instead of the ``[T, batch, D, N]`` states autograd would save (several times over).
-* the backward walks the chunks in reverse: it recomputes the chunk's states from the saved start, runs the
-  reverse-time adjoint ``lam_t = C_t dy_t + exp(delta_{t+1} A) lam_{t+1}`` in place, and turns it into the
-  gradients of every input with a handful of batched ops per chunk (``A``'s and ``D``'s summed once).
-
-Both passes walk the batch in blocks of rows (:data:`BLOCK_BYTES`): chunk buffers are ``[chunk, rows, N, D]``,
-reused across chunks and blocks, so they stay in cache; the numbers do not depend on the blocking.
-"""
+"""The torch kernel of the selective scan: one autograd node over chunks of steps, a hand-written backward
+(see :mod:`tracetorch.ops.selective_scan`)."""
 
 from __future__ import annotations
 
-import warnings
-
 import torch
-from torch import Tensor
 
-from ..functional.ssm import LOG2E, selective_step
-from . import triton_scan
+from ...functional.ssm import LOG2E
 
-__all__ = ["DEFAULT_CHUNK", "selective_scan", "selective_scan_ref"]
-
-DEFAULT_CHUNK = 16
-
-
-def _check(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None, h0: Tensor | None):
-    if u.ndim != 3 or u.shape[0] == 0:
-        raise ValueError(f"selective_scan: u must be [T, batch, D] with T > 0, got {tuple(u.shape)}")
-    t, b, d = u.shape
-    n = A.shape[-1]
-    want = {"delta": (delta, (t, b, d)), "A": (A, (d, n)), "B": (B, (t, b, n)), "C": (C, (t, b, n))}
-    if D is not None:
-        want["D"] = (D, (d,))
-    if h0 is not None:
-        want["h0"] = (h0, (b, d, n))
-    for name, (v, shape) in want.items():
-        if tuple(v.shape) != shape:
-            raise ValueError(f"selective_scan: {name} must have shape {shape}, got {tuple(v.shape)}")
-
-
-def selective_scan_ref(
-    u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None, h0: Tensor | None = None
-) -> tuple[Tensor, Tensor]:
-    """Reference selective scan: a step loop with autograd.
-
-    Args:
-        u: inputs ``[T, batch, D]``.
-        delta: positive step sizes ``[T, batch, D]``.
-        A: per-channel state matrix (diagonal) ``[D, N]``, negative.
-        B, C: input-dependent input/output maps ``[T, batch, N]``, shared by the channels.
-        D: skip ``[D]`` or ``None``.
-        h0: initial state ``[batch, D, N]`` or ``None`` (zeros).
-
-    Returns:
-        ``(y [T, batch, D], h_T [batch, D, N])``.
-    """
-    _check(u, delta, A, B, C, D, h0)
-    h = h0 if h0 is not None else u.new_zeros(u.shape[1], u.shape[2], A.shape[-1])
-    ys = []
-    for ut, dt, bt, ct in zip(u.unbind(0), delta.unbind(0), B.unbind(0), C.unbind(0), strict=True):
-        y, h = selective_step(ut, dt, A, bt, ct, D, h)
-        ys.append(y)
-    return torch.stack(ys), h
-
+__all__ = ["SelectiveScan"]
 
 # Batch rows are processed in blocks so that one [chunk, rows, N, D] scratch buffer is at most about this many
 # bytes: small enough to stay in the CPU caches while the per-step ops stream over it, big enough that the ~2 us
@@ -86,7 +22,7 @@ def _block_rows(b: int, n: int, d: int, c_len: int, itemsize: int) -> int:
     return (b + nb - 1) // nb
 
 
-class _SelectiveScan(torch.autograd.Function):
+class SelectiveScan(torch.autograd.Function):
     # Inside, states are laid out [batch, N, D] (channels innermost): the reductions over N then run over an
     # outer axis and the products with B and C are [1, N] x [N, D] matmuls, both much faster on CPU than the
     # short inner reductions of a [batch, D, N] layout. exp(x) is computed as exp2(x log2 e): same value to
@@ -215,41 +151,3 @@ class _SelectiveScan(torch.autograd.Function):
         g_A = acc_buf.view(c_len * rows, n, d).sum(0).t()
         g_D = None if D is None else (gy * u).sum((0, 1))
         return g_u, g_delta, g_A, g_B, g_C, g_D, g_h0.transpose(-1, -2), None
-
-
-def selective_scan(
-    u: Tensor,
-    delta: Tensor,
-    A: Tensor,
-    B: Tensor,
-    C: Tensor,
-    D: Tensor | None = None,
-    h0: Tensor | None = None,
-    *,
-    chunk: int = DEFAULT_CHUNK,
-) -> tuple[Tensor, Tensor]:
-    """Selective scan as one autograd node: same arguments and numbers as :func:`selective_scan_ref`.
-
-    ``chunk`` steps share one set of scratch buffers; the backward recomputes states inside each chunk from the
-    state saved at its start. Gradients flow to ``u``, ``delta``, ``A``, ``B``, ``C``, ``D`` and ``h0``.
-    All tensors must share one dtype and device.
-    """
-    if torch.is_autocast_enabled(u.device.type):  # the scan runs in float32 (or float64), never in half
-        dt = torch.promote_types(torch.float32, A.dtype)
-        u, delta, A, B, C, D, h0 = (None if t is None else t.to(dt) for t in (u, delta, A, B, C, D, h0))
-        with torch.autocast(u.device.type, enabled=False):
-            return selective_scan(u, delta, A, B, C, D, h0, chunk=chunk)
-    _check(u, delta, A, B, C, D, h0)
-    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-        raise ValueError(f"selective_scan: chunk must be a positive int, got {chunk!r}")
-    if h0 is None:
-        h0 = u.new_zeros(u.shape[1], u.shape[2], A.shape[-1])
-    if triton_scan.usable(u):  # CUDA: the Triton kernels (torch's per-step kernels are launch-bound there)
-        try:
-            return triton_scan.SelectiveScanTriton.apply(u, delta, A, B, C, D, h0, chunk)
-        except Exception as exc:  # a kernel that does not compile or launch here: say so once, then torch runs
-            triton_scan.disable(f"{type(exc).__name__}: {exc}")
-            warnings.warn(f"tracetorch: Triton selective scan disabled ({exc}); using the torch implementation",
-                          RuntimeWarning, stacklevel=2)  # fmt: skip
-    args = [t.contiguous() for t in (u, delta, A)] + [B, C]  # B, C: any strides (often split views)
-    return _SelectiveScan.apply(*args, None if D is None else D.contiguous(), h0.contiguous(), chunk)

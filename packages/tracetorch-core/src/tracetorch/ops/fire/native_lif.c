@@ -102,7 +102,7 @@ static inline double tt_exp(double x) { return exp(x); }
 DEFINE_STEP(float, f32, TT_MADDF)
 DEFINE_STEP(double, f64, TT_MADD)
 
-/* The whole-sequence kernels of the single-branch firing types (_native_fire.inc), one dtype and variant per
+/* The whole-sequence kernels of the single-branch firing types (native_fire.inc), one dtype and variant per
  * build: the loader compiles this file again with -DTT_NAME=<variant> (b: LIB, SLIB; br: RLIB, SRLIB; t: LIT,
  * SLIT; tr: RLIT, SRLIT; ts: LITS, SLITS; tsr: RLITS, SRLITS), -DTT_TERN/-DTT_TS/-DTT_REC = 0 or 1 and -DTT_F64
  * for float64, the first time a layer of that kind runs: one such build takes a few seconds, all twelve at once
@@ -123,7 +123,7 @@ DEFINE_STEP(double, f64, TT_MADD)
 #define TS TT_TS
 #define REC TT_REC
 #define NAME TT_NAME
-#include "_native_fire.inc"
+#include "native_fire.inc"
 #endif
 
 /* Ask for transparent huge pages on the 2 MiB-aligned part of a fresh buffer (before its first touch):

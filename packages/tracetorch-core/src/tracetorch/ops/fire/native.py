@@ -1,10 +1,10 @@
 """Optional native CPU kernels, compiled on first use with the system C compiler and loaded with ``ctypes``.
 
 The single-branch firing types (B, T and TS families, with or without R; the S stage runs before them) have C
-kernels for their whole-sequence forward and backward (``_native_fire.inc``, one build per variant and dtype,
-made the first time a layer of that kind runs), and LIB/SLIB a streaming step (``_native_lif.c``): one pass over
+kernels for their whole-sequence forward and backward (``native_fire.inc``, one build per variant and dtype,
+made the first time a layer of that kind runs), and LIB/SLIB a streaming step (``native_lif.c``): one pass over
 memory per direction, time innermost, the parameters read once per sequence. Nothing here is required: without
-a C compiler (or with ``TRACETORCH_NATIVE=0``) the pure-torch kernels of :mod:`tracetorch.snn.fused` run, and
+a C compiler (or with ``TRACETORCH_NATIVE=0``) the pure-torch kernels of :mod:`.torch_kernel` run, and
 both give the same outputs bit for bit.
 
 The libraries are built once per source, compiler, flags and CPU into ``$TRACETORCH_CACHE`` (default
@@ -61,8 +61,8 @@ __all__ = [
     "variant_kernels",
 ]
 
-_SOURCE = Path(__file__).with_name("_native_lif.c")
-_INCLUDES = [Path(__file__).with_name("_native_fire.inc")]
+_SOURCE = Path(__file__).with_name("native_lif.c")
+_INCLUDES = [Path(__file__).with_name("native_fire.inc")]
 _ABI = 4
 _FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-trapping-math", "-fPIC", "-shared"]
 # GCC gives up vectorising a loop that needs more than 10 run-time alias checks (the recurrent ternary kernels
@@ -71,7 +71,7 @@ _GCC_FLAGS = ["--param", "vect-max-version-for-alias-checks=100"]
 SURROGATE_KIND = {"sigmoid": 0, "atan": 1, "fast_sigmoid": 2, "triangle": 3}
 # the single-branch firing variants with a kernel: b (LIB), br (RLIB), t (LIT), tr (RLIT), ts (LITS), tsr (RLITS)
 VARIANTS = ("b", "br", "t", "tr", "ts", "tsr")
-# the slots of the parameter and gradient-accumulator packs (_native_fire.inc)
+# the slots of the parameter and gradient-accumulator packs (native_fire.inc)
 PARAM_SLOTS = ("beta", "thr_e", "neg_thr", "nthr", "nnthr_e", "kp", "kn", "gamma", "one_m_gamma", "w")
 ACC_SLOTS = ("beta", "vp", "rp", "vn", "rn", "kp", "kn", "gamma", "w")
 

@@ -1,4 +1,4 @@
-"""The selective scan on CUDA through Triton (:mod:`tracetorch.ops._triton_scan_kernels`): the same numbers as
+"""The selective scan on CUDA through Triton (:mod:`.triton_kernels`): the same numbers as
 :func:`tracetorch.ops.selective_scan.selective_scan_ref` (to rounding), one launch per direction instead of a
 few small kernels per step. Used by :func:`~tracetorch.ops.selective_scan.selective_scan` for CUDA float32/64
 tensors where Triton is installed (``TRACETORCH_TRITON=0``: never); :func:`triton_scan_status` says why not."""
@@ -8,13 +8,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..functional.ssm import LOG2E
-from ._triton import LazyKernels, cdiv
+from ...functional.ssm import LOG2E
+from .._triton import LazyKernels, cdiv
 
 __all__ = ["triton_scan_status", "usable"]
 
 BD = 32  # channels per program
-_K = LazyKernels("_triton_scan_kernels")
+_K = LazyKernels("selective_scan.triton_kernels")
 
 
 def triton_scan_status() -> str:

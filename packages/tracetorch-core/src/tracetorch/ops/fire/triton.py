@@ -1,12 +1,12 @@
-"""Triton kernels for the single-branch firing types on CUDA: the GPU twin of ``_native_fire.inc``.
+"""Triton kernels for the single-branch firing types on CUDA: the GPU twin of ``native_fire.inc``.
 
-On the GPU the torch kernels of :mod:`tracetorch.snn.fused` launch a dozen small kernels per time step, so a
+On the GPU the torch kernels of :mod:`.torch_kernel` launch a dozen small kernels per time step, so a
 sequence of a few hundred steps is bound by launch latency, not by the GPU. These kernels run the whole
 sequence in one launch per direction: each program owns a block of neurons and loops over time with the
 membrane (and, backward, the adjoints and parameter-gradient partial sums) in registers, like the C kernels.
 Same variants (B, T, TS, each with or without R; S runs before them; Heaviside spikes with any of the four
 surrogate shapes), same arguments (:func:`fire_forward`, :func:`fire_backward` mirror
-:mod:`tracetorch.ops.native`), same saved tensors (pre-reset membranes, recurrent traces) and the same
+:mod:`.native`), same saved tensors (pre-reset membranes, recurrent traces) and the same
 operations per element; the forward uses fused multiply-adds where torch's ``addcmul`` does.
 
 Optional: Triton ships with PyTorch's CUDA builds; without it (or with ``TRACETORCH_TRITON=0``) the torch kernels
@@ -19,12 +19,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._triton import LazyKernels, cdiv
+from .._triton import LazyKernels, cdiv
 from .native import ACC_SLOTS, PARAM_SLOTS, SURROGATE_KIND
 
 __all__ = ["fire_backward", "fire_forward", "triton_available", "triton_status"]
 
-_K = LazyKernels("_triton_fire_kernels")
+_K = LazyKernels("fire.triton_kernels")
 BLOCK = 256
 
 
@@ -71,7 +71,7 @@ def fire_forward(
     variant: str, T: int, layout: tuple[int, int, int], params: dict[str, Tensor], u: Tensor, mem0: Tensor,
     rec0: Tensor | None, Y: Tensor, M: Tensor | None, R: Tensor | None, memT: Tensor, recT: Tensor | None,
 ) -> None:  # fmt: skip
-    """:func:`tracetorch.ops.native.fire_forward` on CUDA tensors (contiguous, one dtype)."""
+    """:func:`.native.fire_forward` on CUDA tensors (contiguous, one dtype)."""
     _, P, J = layout
     n = mem0.numel()
     f = _flags(variant)
@@ -89,7 +89,7 @@ def fire_backward(
     gmemT: Tensor | None, grecT: Tensor | None, gU: Tensor | None, gmem0: Tensor, grec0: Tensor | None,
     accs: dict[str, Tensor],
 ) -> None:  # fmt: skip
-    """:func:`tracetorch.ops.native.fire_backward` on CUDA tensors: ``accs`` (P-long, by ``ACC_SLOTS`` name)
+    """:func:`.native.fire_backward` on CUDA tensors: ``accs`` (P-long, by ``ACC_SLOTS`` name)
     are added to."""
     outer, P, J = layout
     T = M.shape[0]

@@ -1,0 +1,102 @@
+"""The firing op: the membrane and spikes of the firing neuron types (B, T, TS; any of D, R) over a whole drive
+sequence ``u`` ``[T, ...]``, one autograd node (the synaptic stage and the LI types are linear scans, see
+:mod:`tracetorch.snn.sequence`). Everything about it is in this folder:
+
+* ``reference.py``: :func:`fire_sequence_ref`, the step loop over ``functional.neuron_step`` (the definition every
+  kernel is tested against);
+* ``torch_kernel.py``: the torch kernel, a no-grad forward loop into preallocated buffers and a hand-written
+  backward (any type, any spike function);
+* ``flat.py``: the glue of the two flat kernels below (parameter packs, autograd);
+* ``native.py``, ``native_lif.c``, ``native_fire.inc``: C kernels for the CPU, built on first use and cached;
+* ``triton.py``, ``triton_kernels.py``: Triton kernels for CUDA.
+
+:func:`choose_kernels` is the one place that picks among them; all give the reference's outputs.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ...functional.spike import SpikeFunction
+from ...functional.spiking import NeuronSpec
+from . import native, triton
+from .flat import variant_of
+from .reference import fire_sequence_ref
+from .torch_kernel import FireConfig, FiringCore
+
+__all__ = ["FireConfig", "choose_kernels", "fire_sequence", "fire_sequence_ref", "native_ok"]
+
+
+def native_ok(cfg: FireConfig, u: Tensor) -> bool:
+    """Whether the native kernels cover this call (a single-branch firing type: B, T or TS, with or without R;
+    Heaviside; float32/64 on the CPU) and are loaded (:mod:`.native`)."""
+    if cfg.spec.dual or cfg.mode != "heaviside":
+        return False
+    if u.device.type != "cpu" or u.dtype not in (torch.float32, torch.float64):
+        return False
+    return native.variant_kernels(variant_of(cfg.spec), u.dtype) is not None
+
+
+def choose_kernels(cfg: FireConfig, u: Tensor):
+    """The whole-sequence kernels that cover this call, or ``None`` (then the torch kernels below run): the native
+    C ones on the CPU (:func:`native_ok`), the Triton ones on CUDA (:mod:`.triton`); both for
+    the single-branch firing types with Heaviside spikes."""
+    if u.device.type == "cpu":
+        return native if native_ok(cfg, u) else None
+    if cfg.spec.dual or cfg.mode != "heaviside" or not triton.usable(u):
+        return None
+    return triton
+
+
+def fire_sequence(
+    spec: NeuronSpec,
+    u: Tensor,
+    state: dict[str, Tensor],
+    p: dict[str, Tensor],
+    spike_fn: SpikeFunction,
+    detach_reset: bool,
+    new: dict[str, Tensor],
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Run the firing core of a type over its drive ``u`` ``[T, ...]`` (the synaptic stage, if any, already
+    applied); fills ``new`` with the final membrane and recurrent states and returns ``(y, new)``."""
+    grad = torch.is_grad_enabled()
+    cfg = FireConfig(spec, spike_fn.mode, spike_fn.surrogate, spike_fn.slope, bool(detach_reset), grad)
+    cfg = cfg._replace(kernels=choose_kernels(cfg, u))
+    dn = None
+    if spec.dual:
+        u, dn = u.clamp(min=0), u.clamp(max=0)
+
+    g = p.get
+    if spec.family == "B":
+        thr, nthr = p["threshold"], None
+    else:
+        thr, nthr = p["pos_threshold"], p["neg_threshold"]
+    if spec.dual_rec:
+        gamma, ngamma, w, nw = g("pos_gamma"), g("neg_gamma"), g("pos_rec_weight"), g("neg_rec_weight")
+    else:
+        gamma, ngamma, w, nw = g("gamma"), None, g("rec_weight"), None
+    if spec.dual:
+        beta, nbeta, mem0, nm0 = p["pos_beta"], p["neg_beta"], state["pos_mem"], state["neg_mem"]
+    else:
+        beta, nbeta, mem0, nm0 = p["beta"], None, state["mem"], None
+    if spec.dual_rec:
+        rec0, nr0 = state["pos_rec"], state["neg_rec"]
+    else:
+        rec0, nr0 = state.get("rec"), None
+
+    y, *finals = FiringCore.apply(
+        cfg, u, dn, mem0, nm0, rec0, nr0, beta, nbeta, gamma, ngamma, thr, nthr, p["bias"],
+        g("pos_scale"), g("neg_scale"), w, nw,
+    )  # fmt: skip
+    fi = iter(finals)
+    if spec.dual:
+        new["pos_mem"], new["neg_mem"] = next(fi), next(fi)
+    else:
+        new["mem"] = next(fi)
+    if spec.recurrent:
+        if spec.dual_rec:
+            new["pos_rec"], new["neg_rec"] = next(fi), next(fi)
+        else:
+            new["rec"] = next(fi)
+    return y, new

@@ -1,0 +1,141 @@
+"""The autograd glue of the flat firing kernels (:mod:`.native` C on the CPU, :mod:`.triton` on CUDA): both see a
+step's elements as ``[O, P, J]`` with the parameters as P-long vectors (:func:`.native.param_layout`), take the
+same parameter packs (:data:`.native.PARAM_SLOTS`) and return the same saved tensors, so one forward and one
+backward serve both."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from ...functional.spiking import NeuronSpec
+from ..workspace import give_back_when_dead, take
+from . import native
+
+__all__ = ["FlatPlan", "flat_backward", "flat_forward", "flat_plan", "from_flat", "variant_of"]
+
+
+def variant_of(spec: NeuronSpec) -> str:
+    return {"B": "b", "T": "t", "TS": "ts"}[spec.family] + ("r" if spec.recurrent else "")
+
+
+class FlatPlan(NamedTuple):
+    """Parameters flattened for the native kernels (:func:`.native.param_layout`), by the names
+    of :data:`.native.PARAM_SLOTS`."""
+
+    layout: tuple[int, int, int]
+    index: tuple[slice, ...]
+    params: dict[str, Tensor]
+
+
+def flat_plan(step_shape: tuple[int, ...], **raw: Tensor | None) -> FlatPlan:
+    """From the effective parameters (``beta, thr, bias`` and where the type has them ``nthr, kp, kn, gamma,
+    w``), the derived ones the kernels read, each computed as the torch kernels compute it."""
+    given = {k: v for k, v in raw.items() if v is not None}
+    *layout, index = native.param_layout(step_shape, list(given.values()))
+    f = {k: native.flat_param(v, step_shape, index) for k, v in given.items()}
+    params = {"beta": f["beta"], "thr_e": f["thr"] - f["bias"], "neg_thr": -f["thr"]}
+    if "nthr" in f:
+        params |= {"nthr": f["nthr"], "nnthr_e": -(f["nthr"] + f["bias"])}
+    if "kp" in f:
+        params |= {"kp": f["kp"], "kn": f["kn"]}
+    if "gamma" in f:
+        params |= {"gamma": f["gamma"], "one_m_gamma": 1 - f["gamma"], "w": f["w"]}
+    return FlatPlan(tuple(layout), index, params)
+
+
+def from_flat(acc: Tensor, plan: FlatPlan, step_shape: tuple[int, ...], like: Tensor) -> Tensor:
+    """A P-long gradient accumulator back in the shape of the parameter ``like``."""
+    block = [step_shape[d] if s == slice(None) else 1 for d, s in enumerate(plan.index)]
+    return acc.reshape(block).sum_to_size(like.shape)
+
+
+def flat_forward(ctx, cfg, need: bool, u: Tensor, mem0: Tensor, rec0: Tensor | None, p: dict, kernels=native) -> tuple:
+    """``FiringCore.forward`` through a whole-sequence kernel (``kernels``: :mod:`.native`, or
+    :mod:`.triton` on CUDA): one pass; saves the pre-reset membranes (the backward recomputes
+    the spikes from them) and, for R types, the recurrent traces."""
+    spec = cfg.spec
+    u = u.contiguous()
+    mem0 = mem0.contiguous()
+    rec0 = rec0.contiguous() if spec.recurrent else None
+    step_shape = tuple(u.shape[1:])
+    plan = flat_plan(step_shape, **p)
+    Y = native.empty_like_huge(u) if u.device.type == "cpu" else torch.empty_like(u)
+    M = take(u) if need else None
+    R = take(u) if need and spec.recurrent else None
+    memT = torch.empty_like(mem0)
+    recT = torch.empty_like(rec0) if spec.recurrent else None
+    kernels.fire_forward(variant_of(spec), u.shape[0], plan.layout, plan.params, u, mem0, rec0, Y, M, R, memT, recT)
+    ctx.cfg, ctx.plan, ctx.kernels = cfg, plan, kernels
+    ctx.save_for_backward(M, R, mem0, rec0, *(p[k] for k in _P_ORDER))
+    give_back_when_dead(ctx, (M, R))
+    return (Y, memT, recT) if spec.recurrent else (Y, memT)
+
+
+# the effective parameters of FiringCore's inputs that the native kernels take, with their input positions
+_P_INPUT = {"beta": 7, "gamma": 9, "thr": 11, "nthr": 12, "bias": 13, "kp": 14, "kn": 15, "w": 16}
+_P_ORDER = tuple(_P_INPUT)  # the order they are saved in
+
+
+def flat_backward(ctx, gY: Tensor | None, g_memT: Tensor | None, g_recT: Tensor | None) -> tuple:
+    cfg = ctx.cfg  # a torch_kernel.FireConfig
+    spec = cfg.spec
+    plan: FlatPlan = ctx.plan
+    M, R, mem0, rec0, *ps = ctx.saved_tensors
+    p = dict(zip(_P_ORDER, ps, strict=True))
+    needs = ctx.needs_input_grad
+    want = {k: needs[i] and p[k] is not None for k, i in _P_INPUT.items()}
+    step_shape = tuple(M.shape[1:])
+    P = plan.layout[1]
+    tern = spec.ternary
+    slots = {  # accumulators each wanted gradient needs (ACC_SLOTS names)
+        "beta": want["beta"],
+        "vp": want["thr"] or want["bias"],
+        "rp": want["thr"],
+        "vn": tern and (want["nthr"] or want["bias"]),
+        "rn": tern and want["nthr"],
+        "kp": want["kp"],
+        "kn": want["kn"],
+        "gamma": want["gamma"],
+        "w": want["w"],
+    }
+    dev = M.device
+    accs = {k: torch.zeros(P, dtype=M.dtype, device=dev) for k, on in slots.items() if on}
+    gY = torch.zeros_like(M) if gY is None else gY.contiguous()
+    g_memT = None if g_memT is None else g_memT.contiguous()
+    g_recT = None if g_recT is None else g_recT.contiguous()
+    gU = (native.empty_like_huge(M) if dev.type == "cpu" else torch.empty_like(M)) if needs[1] else None
+    g_mem0 = torch.empty(step_shape, dtype=M.dtype, device=dev)
+    g_rec0 = torch.empty(step_shape, dtype=M.dtype, device=dev) if spec.recurrent else None
+    ctx.kernels.fire_backward(
+        variant_of(spec), plan.layout, plan.params, cfg.slope, cfg.surrogate, cfg.detach_reset, gY, M, R, mem0, rec0,
+        g_memT, g_recT, gU, g_mem0, g_rec0, accs,
+    )  # fmt: skip
+
+    def back(acc: Tensor, name: str) -> Tensor:
+        return from_flat(acc, plan, step_shape, p[name])
+
+    grads: list[Tensor | None] = [None] * 18
+    grads[1] = gU
+    grads[3] = g_mem0.sum_to_size(mem0.shape) if needs[3] else None
+    if spec.recurrent and needs[5]:
+        grads[5] = g_rec0.sum_to_size(rec0.shape)
+    if want["beta"]:
+        grads[7] = back(accs["beta"], "beta")
+    if want["gamma"]:
+        grads[9] = back(accs["gamma"], "gamma")
+    if want["thr"]:
+        grads[11] = back(accs["vp"] + accs["rp"], "thr").neg_()
+    if want["nthr"]:
+        grads[12] = back(accs["rn"] - accs["vn"], "nthr")
+    if want["bias"]:
+        grads[13] = back(accs["vp"] - accs["vn"] if tern else accs["vp"], "bias")
+    if want["kp"]:
+        grads[14] = back(accs["kp"], "kp")
+    if want["kn"]:
+        grads[15] = back(accs["kn"], "kn")
+    if want["w"]:
+        grads[16] = back(accs["w"], "w")
+    return tuple(grads)
