@@ -29,7 +29,7 @@ import tracetorch_zoo as zoo
 from tracetorch_zoo import bytelm  # noqa: F401 - registers the bytelm-* architectures
 from ttexp import Trainer, dist
 from ttexp.corpora import read_text, sword_dump
-from ttexp.results import save_figure, table_header, write_json, write_weights
+from ttexp.results import provenance_line, save_figure, table_header, write_json, write_weights
 from ttexp.schedule import lr_at
 
 LN2 = math.log(2.0)
@@ -157,11 +157,7 @@ def train_part(ctx, part: str, train: bytes, held: bytes) -> dict[str, Any]:
     eval_held = held[: tc["eval_bytes"]]
     ev = ctx.config["eval"]
     running: list[float] = []
-    max_steps = ctx.options.get("max_steps")
-    stop_at = None if max_steps is None else trainer.start + max_steps
     for step in trainer.steps():
-        if stop_at is not None and step >= stop_at:
-            break
         x, y, new_epoch = streams.batch(step)
         if new_epoch:
             tt.zero_states(model)
@@ -245,9 +241,6 @@ def run(ctx) -> dict[str, Any] | None:
     torch.manual_seed(ctx.seed)
     train, held, info = load_corpus(ctx)
     parts = list(ctx.config["models"])
-    unknown = set(ctx.only or []) - set(parts)
-    if unknown:
-        raise SystemExit(f"byte_lm: unknown part(s) {sorted(unknown)}; parts: {parts}")
     results: dict[str, Any] = {}
     for part in parts:
         done_file = ctx.run_dir / part / "result.json"
@@ -317,9 +310,7 @@ def table(results: dict[str, Any]) -> str:
         "Same batches, steps, optimizer and schedule for every model: "
         + ", ".join(f"{k}={v}" for k, v in results["config"]["train"].items() if not isinstance(v, list)),
         "",
-        f"Provenance: git {prov['git']['sha']}{' (dirty)' if prov['git']['dirty'] else ''}, config "
-        f"{prov['config_hash']}, seed {prov['seed']}, {prov['device']} x{prov['world_size']}, "
-        f"{prov['threads']} threads, torch {prov['versions']['torch']}, {prov['time']}.",
+        provenance_line(prov),
         "",
     ]
     for part, r in results["models"].items():

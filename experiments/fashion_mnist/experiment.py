@@ -130,13 +130,9 @@ def train_seed(ctx, part: str, seed: int, data: tuple) -> dict[str, Any]:
     trainer = Trainer(ctx, f"{part}/seed{seed}", model, opt, total_steps=total, checkpoint_every=tc["checkpoint_every"])
     trainer.resume()
     trainer.extra.setdefault("runs", []).append({"start_step": trainer.start, **ctx.provenance()})
-    max_steps = ctx.options.get("max_steps")
-    stop_at = None if max_steps is None else trainer.start + max_steps
     running: list[float] = []
     hits = seen = 0
     for step in trainer.steps():
-        if stop_at is not None and step >= stop_at:
-            break
         epoch, k = divmod(step, per_epoch)  # the data position is a function of the step (resumable)
         perm = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
         idx = perm[k * batch : (k + 1) * batch]
@@ -207,7 +203,6 @@ def parts(ctx) -> list[str]:
 def run(ctx) -> dict[str, Any] | None:
     """Train every wanted part; return the results once all parts are done (``None`` until then)."""
     names = parts(ctx)
-    ttexp_check_parts(ctx, names)
     data = load_data(ctx)
     results: dict[str, Any] = {}
     for part in names:
@@ -231,12 +226,6 @@ def run(ctx) -> dict[str, Any] | None:
         print(f"fashion_mnist: parts not finished yet: {missing}; results are written once all are done")
         return None
     return {"data": data[4], "published": PUBLISHED, "models": results, "main": ctx.config["main"]}
-
-
-def ttexp_check_parts(ctx, names: list[str]) -> None:
-    unknown = set(ctx.only or []) - set(names)
-    if unknown:
-        raise SystemExit(f"fashion_mnist: unknown part(s) {sorted(unknown)}; parts: {names}")
 
 
 # ---------------------------------------------------------------------------------------------- reporting

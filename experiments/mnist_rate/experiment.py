@@ -33,7 +33,7 @@ from tracetorch import snn
 from tracetorch.functional import SpikeFunction
 from ttexp import Trainer
 from ttexp import digit_images as mnist_data
-from ttexp.results import save_figure, seed_summary, table_header, write_json
+from ttexp.results import provenance_line, save_figure, seed_summary, table_header, write_json
 
 
 # ------------------------------------------------------------------------------------------------- models
@@ -122,12 +122,8 @@ def train_seed(ctx, part: str, seed: int, data: tuple) -> dict[str, Any]:
     trainer = Trainer(ctx, name, model, opt, total_steps=total, checkpoint_every=tc["checkpoint_every"])
     trainer.resume()
     steps, scale, offset = cfg["encoding"]["steps"], mc["train_scale"], mc["train_offset"]
-    max_steps = ctx.options.get("max_steps")
-    stop_at = None if max_steps is None else trainer.start + max_steps
     running: list[float] = []
     for step in trainer.steps():
-        if stop_at is not None and step >= stop_at:
-            break
         epoch, k = divmod(step, per_epoch)  # the data position is a function of the step (resumable)
         perm = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
         idx = perm[k * batch : (k + 1) * batch]
@@ -186,9 +182,6 @@ def parts(ctx) -> list[str]:
 def run(ctx) -> dict[str, Any] | None:
     """Train every wanted part; return the results once all parts are done (``None`` until then)."""
     names = parts(ctx)
-    unknown = set(ctx.only or []) - set(names)
-    if unknown:
-        raise SystemExit(f"mnist_rate: unknown part(s) {sorted(unknown)}; parts: {names}")
     data = mnist_data.load_images(ctx.config["data"], ctx.root)
     results: dict[str, Any] = {}
     for part in names:
@@ -251,8 +244,7 @@ def table(results: dict[str, Any]) -> str:
         f"| multinomial logistic regression on raw pixels (reference, no time) | {d['source']} | - | "
         f"{results['logistic_regression_acc']:.4f} | - | - | - | - |",
         "",
-        f"Provenance: git {prov['git']['sha']}{' (dirty)' if prov['git']['dirty'] else ''}, config "
-        f"{prov['config_hash']}, torch {prov['versions']['torch']}, {prov['time']}.",
+        provenance_line(prov),
         "",
     ]
     return "\n".join(lines)

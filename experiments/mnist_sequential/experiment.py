@@ -30,7 +30,7 @@ import tracetorch as tt
 from tracetorch import rnn, snn, ssm
 from ttexp import Trainer
 from ttexp import digit_images as mnist_data
-from ttexp.results import save_figure, seed_summary, table_header, write_json
+from ttexp.results import provenance_line, save_figure, seed_summary, table_header, write_json
 
 
 # --------------------------------------------------------------------------------------------------- task
@@ -114,12 +114,8 @@ def train_seed(ctx, part: str, seed: int, data: dict[str, Any]) -> dict[str, Any
     trainer = Trainer(ctx, f"{part}/seed{seed}", model, opt, total_steps=total, checkpoint_every=tc["checkpoint_every"])
     trainer.resume()
     params = list(model.parameters())
-    max_steps = ctx.options.get("max_steps")
-    stop_at = None if max_steps is None else trainer.start + max_steps
     running: list[float] = []
     for step in trainer.steps():
-        if stop_at is not None and step >= stop_at:
-            break
         epoch, k = divmod(step, per_epoch)  # the data position is a function of the step (resumable)
         perm = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
         idx = perm[k * batch : (k + 1) * batch]
@@ -176,9 +172,6 @@ def parts(ctx) -> list[str]:
 def run(ctx) -> dict[str, Any] | None:
     """Train every wanted part; return the results once all parts are done (``None`` until then)."""
     names = parts(ctx)
-    unknown = set(ctx.only or []) - set(names)
-    if unknown:
-        raise SystemExit(f"mnist_sequential: unknown part(s) {sorted(unknown)}; parts: {names}")
     data = load_task(ctx)
     results: dict[str, Any] = {}
     for part in names:
@@ -237,8 +230,7 @@ def table(results: dict[str, Any]) -> str:
         "nor this data): 82.13 %, 86 %, 94.12 %, 95.5 %, 95.96 % (SPEC 5.1). They are not comparable with a run on "
         "another data source.",
         "",
-        f"Provenance: git {prov['git']['sha']}{' (dirty)' if prov['git']['dirty'] else ''}, config "
-        f"{prov['config_hash']}, torch {prov['versions']['torch']}, {prov['time']}.",
+        provenance_line(prov),
         "",
     ]
     return "\n".join(lines)

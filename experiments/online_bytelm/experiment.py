@@ -39,7 +39,7 @@ import tracetorch as tt
 import tracetorch_zoo as zoo
 from ttexp.checkpoint import Checkpointer
 from ttexp.corpora import read_text, sword_dump
-from ttexp.results import save_figure, table_header, write_json, write_weights
+from ttexp.results import provenance_line, save_figure, table_header, write_json, write_weights
 
 LN2 = math.log(2.0)
 
@@ -379,9 +379,7 @@ def table(results: dict[str, Any]) -> str:
         f"Speed: {r['bytes_per_second']:,.0f} bytes/s (learning and the frozen model's scoring together), "
         f"{r['wall_seconds'] / 60:.1f} min.",
         "",
-        f"Provenance: git {prov['git']['sha']}{' (dirty)' if prov['git']['dirty'] else ''}, config "
-        f"{prov['config_hash']}, seed {prov['seed']}, {prov['device']}, {prov['threads']} threads, torch "
-        f"{prov['versions']['torch']}, {prov['time']}.",
+        provenance_line(prov),
         "",
     ]
     return "\n".join(lines)

@@ -43,7 +43,7 @@ from torch import nn
 
 import tracetorch as tt
 from tracetorch import snn
-from ttexp.results import save_figure, table_header, write_json
+from ttexp.results import provenance_line, save_figure, table_header, write_json
 
 METHODS = ("bptt", "online", "trace", "reflect")
 
@@ -268,9 +268,6 @@ def parts(ctx) -> list[str]:
 def run(ctx) -> dict[str, Any] | None:
     """Run every wanted part; return the results once all parts are done (``None`` until then)."""
     names = parts(ctx)
-    unknown = set(ctx.only or []) - set(names)
-    if unknown:
-        raise SystemExit(f"poisson_clicks: unknown part(s) {sorted(unknown)}; parts: {names}")
     results: dict[str, Any] = {}
     for part in names:
         done = ctx.run_dir / part / "result.json"
@@ -328,8 +325,7 @@ def table(results: dict[str, Any]) -> str:
         lines.append(f"| {m} | {cells} | {mem['growth_mb'][m]:+.1f} |")
     lines += [
         "",
-        f"Provenance: git {prov['git']['sha']}{' (dirty)' if prov['git']['dirty'] else ''}, config "
-        f"{prov['config_hash']}, torch {prov['versions']['torch']}, {prov['time']}.",
+        provenance_line(prov),
         "",
     ]
     return "\n".join(lines)

@@ -51,7 +51,7 @@ from torch import Tensor, nn
 import tracetorch as tt
 from tracetorch import snn
 from tracetorch.functional.spike import SpikeFunction
-from ttexp.results import save_figure, table_header, write_json
+from ttexp.results import provenance_line, save_figure, table_header, write_json
 
 SHAPES = ("fast_sigmoid", "sigmoid", "triangle")
 SHAPE_LABELS = {
@@ -273,9 +273,6 @@ def run(ctx) -> dict[str, Any] | None:
     """Run every wanted part; return the results once all parts are done (``None`` until then)."""
     cfg = ctx.config.data
     names = parts(ctx)
-    unknown = set(ctx.only or []) - set(names)
-    if unknown:
-        raise SystemExit(f"randman_surrogate: unknown part(s) {sorted(unknown)}; parts: {names}")
     bad = set(cfg["sweep"]["shapes"]) - set(SHAPES)
     if bad:
         raise SystemExit(f"randman_surrogate: unknown shape(s) {sorted(bad)}; shapes: {SHAPES}")
@@ -403,8 +400,7 @@ def table(results: dict[str, Any]) -> str:
         + ", ".join(f"{s} {sum(acc[s][b]['train_seconds'] for b in betas) / 60:.1f} min" for s in shapes)
         + f", stork {so['train_seconds'] / 60:.1f} min (one thread each).",
         "",
-        f"Provenance: git {prov['git']['sha']}{' (dirty)' if prov['git']['dirty'] else ''}, config "
-        f"{prov['config_hash']}, torch {prov['versions']['torch']}, {prov['time']}.",
+        provenance_line(prov),
         "",
     ]
     return "\n".join(lines)

@@ -242,11 +242,7 @@ def train_seed(ctx, part: str, seed: int) -> dict[str, Any]:
     trainer.extra.setdefault("runs", []).append({"start_step": trainer.start, **ctx.provenance()})
     running_loss: list[float] = []
     running_acc: list[float] = []
-    max_steps = ctx.options.get("max_steps")
-    stop_at = None if max_steps is None else trainer.start + max_steps
     for step in trainer.steps():
-        if stop_at is not None and step >= stop_at:
-            break
         x, y = copying_batch(task, tc["batch"], data_generator(seed, "train", step))
         lr = lr_at(step, tc)
         for g in opt.param_groups:
@@ -326,9 +322,6 @@ def run(ctx) -> dict[str, Any] | None:
     if ctx.config.get("threads"):  # tiny configs (smoke): more threads only add contention
         torch.set_num_threads(int(ctx.config["threads"]))
     names = parts(ctx)
-    unknown = set(ctx.only or []) - set(names)
-    if unknown:
-        raise SystemExit(f"selective_copying: unknown part(s) {sorted(unknown)}; parts: {names}")
     for part in names:
         row = tuple(ctx.config["models"][part]["paper_row"])
         if row not in PAPER_TABLE1:

@@ -475,13 +475,9 @@ def train_seed(ctx, part: str, seed: int, sets: dict[str, tuple[Tensor, Tensor]]
     opt = torch.optim.AdamW(model.parameters(), lr=tc["lr"], weight_decay=tc["weight_decay"])
     trainer = Trainer(ctx, name, model, opt, total_steps=tc["steps"], checkpoint_every=tc["checkpoint_every"])
     trainer.resume()
-    max_steps = ctx.options.get("max_steps")
-    stop_at = None if max_steps is None else trainer.start + max_steps
     params = list(model.parameters())
     running: list[tuple[float, float]] = []
     for step in trainer.steps():
-        if stop_at is not None and step >= stop_at:
-            break
         idx = batch_indices(step, x_tr.shape[1], tc["batch"], seed)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, tc)
@@ -548,9 +544,6 @@ def parts(ctx) -> list[str]:
 def run(ctx) -> dict[str, Any] | None:
     """Train every wanted part for every seed; return the results once all are done (``None`` until then)."""
     names = parts(ctx)
-    unknown = set(ctx.only or []) - set(names)
-    if unknown:
-        raise SystemExit(f"spoken_digits: unknown part(s) {sorted(unknown)}; parts: {names}")
     sets, info = load_data(ctx)
     models: dict[str, Any] = {}
     for part in names:

@@ -252,6 +252,33 @@ def test_checkpoints_are_verified_before_anything_is_restored(tmp_path, capsys):
     assert Trainer(ctx, "part", *make(), total_steps=100, checkpoint_every=10).resume() == 30
 
 
+def test_max_steps_stops_a_run_unfinished_and_it_resumes_from_there(tmp_path):
+    """``--max-steps N`` (the Trainer's, for every experiment): N steps from where the run stands, a checkpoint
+    where one falls due, the run not done; without it the run continues to the end."""
+    from types import SimpleNamespace
+
+    from ttexp.train import Trainer
+
+    m = torch.nn.Linear(2, 2)
+    opt = torch.optim.SGD(m.parameters(), lr=0.1)
+
+    def ctx(max_steps):
+        return SimpleNamespace(run_dir=tmp_path, rank=0, world_size=1, is_main=True,
+                               config=SimpleNamespace(hash="h"), options={"max_steps": max_steps})  # fmt: skip
+
+    t = Trainer(ctx(7), "part", m, opt, total_steps=20, checkpoint_every=5)
+    assert list(t.steps()) == list(range(7)) and not t.done and t.ckpt.steps() == [5]
+    t = Trainer(ctx(None), "part", m, opt, total_steps=20, checkpoint_every=5)
+    assert t.resume() == 5 and list(t.steps()) == list(range(5, 20)) and t.done
+
+
+def test_only_names_an_experiments_parts():
+    """Checked once by the runner for every experiment (online_bytelm once took any name and trained nothing)."""
+    for name in ("byte_lm", "online_bytelm"):
+        out = ttexp("run", name, "v1", "--variant", "smoke", "--only", "nosuch", "--run-dir", "/nonexistent")
+        assert out.returncode != 0 and f"{name}: unknown part(s) ['nosuch']; parts: [" in out.stderr
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

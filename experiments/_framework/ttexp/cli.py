@@ -107,6 +107,14 @@ def render(mod: ModuleType, results: dict, results_dir: Path) -> None:
         mod.plots(results, results_dir)
 
 
+def check_only(mod: ModuleType, ctx: Context) -> None:
+    """``--only`` may name only the experiment's parts (``mod.parts(ctx)``)."""
+    names = list(mod.parts(ctx)) if hasattr(mod, "parts") else []
+    unknown = set(ctx.only or []) - set(names)
+    if unknown:
+        raise SystemExit(f"{ctx.name}: unknown part(s) {sorted(unknown)}; parts: {names}")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     retain_freed_memory()
     if args.threads:
@@ -118,6 +126,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         ctx = make_context(args, device=device, rank=rank, world=world)
         mod = load_experiment(args.name)
+        check_only(mod, ctx)
         out = mod.run(ctx)
         if out is None or not ctx.is_main:
             return 0

@@ -53,11 +53,12 @@ def save_figure(fig, path: str | Path, *, dpi: int = 120) -> Path:
 
 
 def provenance_line(prov: dict[str, Any]) -> str:
-    """``Provenance: git <sha> [(dirty)], config <hash>, <device>, <N> threads, torch <version>, <time>.``"""
+    """``Provenance: git <sha> [(dirty)], config <hash>, seed <s>, <device> x<world size>, <N> threads, torch
+    <version>, <time>.``: the one sentence every results table ends with."""
     return (
         f"Provenance: git {prov['git']['sha']}{' (dirty)' if prov['git']['dirty'] else ''}, config "
-        f"{prov['config_hash']}, {prov['device']}, {prov['threads']} threads, torch {prov['versions']['torch']}, "
-        f"{prov['time']}."
+        f"{prov['config_hash']}, seed {prov['seed']}, {prov['device']} x{prov['world_size']}, {prov['threads']} "
+        f"threads, torch {prov['versions']['torch']}, {prov['time']}."
     )
 
 

@@ -128,7 +128,10 @@ class Trainer:
         self._t0 = now
 
     def steps(self) -> Iterator[int]:
-        """Yield the remaining step indices; checkpoints after every ``checkpoint_every`` steps and at the end."""
+        """Yield the remaining step indices; checkpoints after every ``checkpoint_every`` steps and at the end.
+
+        With ``--max-steps N`` (``ctx.options["max_steps"]``, a timing probe) it stops after ``N`` steps from where
+        it started, with the run unfinished (``done`` stays false)."""
         from tqdm.auto import tqdm
 
         bar = tqdm(
@@ -141,7 +144,9 @@ class Trainer:
         )
         self._t0 = time.perf_counter()
         try:
-            for step in range(self.start, self.total_steps):
+            max_steps = getattr(self.ctx, "options", {}).get("max_steps")
+            end = self.total_steps if max_steps is None else min(self.total_steps, self.start + max_steps)
+            for step in range(self.start, end):
                 yield step
                 done = step + 1
                 bar.update(1)
