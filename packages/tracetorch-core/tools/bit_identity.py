@@ -13,7 +13,7 @@ SimpleRNN/LSTM/GRU, S4D/S6/Mamba) in every ``dim=`` layout of the test suite (de
 * a no-grad stream whose parameters change in place, then get new storage, then restart from ``zero_states``
   (cache invalidation);
 
-under each backend (``native``: the C kernels; ``torch``: ``TRACETORCH_NATIVE=0``), each in its own process, with
+under each backend (``native``: the C kernels; ``torch``: ``TRACETORCH_BACKEND=torch``), each in its own process, with
 fixed seeds, into one safetensors file. Layers and initial states come from the test suite's helpers
 (``tests/conftest.py``: ``random_layer``, ``random_initial_states``, ``LAYOUTS``, ``run``).
 
@@ -42,7 +42,7 @@ import tempfile
 from pathlib import Path
 
 TESTS = Path(__file__).resolve().parents[1] / "tests"
-BACKENDS = {"native": {"TRACETORCH_NATIVE": "1"}, "torch": {"TRACETORCH_NATIVE": "0"}}
+BACKENDS = {"native": {"TRACETORCH_BACKEND": "auto"}, "torch": {"TRACETORCH_BACKEND": "torch"}}
 SEEDS = 2  # configurations per (kind, layout, dtype)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import os
 from types import ModuleType
 
 
@@ -11,7 +10,7 @@ class LazyKernels:
     """A module of Triton kernels (``tracetorch.ops.<name>``, e.g. ``fire.triton_kernels``; it imports triton),
     imported on first use.
 
-    ``status`` is ``"available"`` or why not: no Triton (CPU-only torch builds), ``TRACETORCH_TRITON=0``, or a
+    ``status`` is ``"available"`` or why not: no Triton (CPU-only torch builds), or a
     launch that failed (:meth:`disable`); the callers then run their torch implementations."""
 
     def __init__(self, name: str) -> None:
@@ -21,14 +20,11 @@ class LazyKernels:
 
     def load(self) -> ModuleType | None:
         if self.status is None:
-            if os.environ.get("TRACETORCH_TRITON", "1") == "0":
-                self.status = "disabled by TRACETORCH_TRITON=0"
-            else:
-                try:
-                    self.kernels = importlib.import_module(f"{__package__}.{self.name}")
-                    self.status = "available"
-                except Exception as exc:  # no triton: the torch implementation runs
-                    self.status = f"unavailable: {type(exc).__name__}: {exc}"
+            try:
+                self.kernels = importlib.import_module(f"{__package__}.{self.name}")
+                self.status = "available"
+            except Exception as exc:  # no triton: the torch implementation runs
+                self.status = f"unavailable: {type(exc).__name__}: {exc}"
         return self.kernels
 
     def disable(self, reason: str) -> None:

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from ..functional import recurrent as R
 from ..layer import Layer, under_autocast
+from ..ops import backend
 
 __all__ = ["GRU", "LSTM", "SimpleRNN"]
 
@@ -85,6 +86,7 @@ class _Recurrent(Layer):
         if (
             h is not None
             and not self.reference_only
+            and not backend.REFERENCE
             and not under_autocast(x)
             and x.ndim == 2
             and self.dim in (-1, 1)
@@ -114,7 +116,7 @@ class _Recurrent(Layer):
         return self._unflat(y, shape, d), {k: self._unflat(v, shape, d) for k, v in new.items()}
 
     def sequence(self, x_seq: Tensor, state: dict[str, Tensor], params: dict[str, Tensor]) -> tuple[Tensor, Any]:
-        if self.reference_only:  # ATen's fused sequence op knows only the library's cells
+        if self.reference_only or backend.REFERENCE:  # ATen's fused sequence op knows only the library's cells
             return super().sequence(x_seq, state, params)
         d = self.feature_dim(x_seq.ndim - 1)  # negative: the same axis in the sequence
         t = x_seq.shape[0]

@@ -21,6 +21,7 @@ from torch import Tensor
 from ..functional.spike import make_spike_fn
 from ..functional.spiking import NAMES, NeuronSpec, neuron_step
 from ..layer import Layer
+from ..ops import backend
 from . import sequence as _sequence
 from .streaming import fast_native_step, stream_step
 
@@ -142,6 +143,7 @@ class SpikingLayer(Layer):
         # autocast changes no element-wise op: only a float16/bfloat16 input needs the general path's upcast
         if (
             not self.reference_only
+            and not backend.REFERENCE
             and not torch.is_grad_enabled()
             and not torch.compiler.is_compiling()
             and x.dtype not in _LOW_PRECISION
@@ -157,7 +159,7 @@ class SpikingLayer(Layer):
         return super().forward(x)
 
     def sequence(self, x_seq: Tensor, state: dict[str, Tensor], params: dict[str, Tensor]) -> tuple[Tensor, Any]:
-        if not self.reference_only:
+        if not self.reference_only and not backend.REFERENCE:
             fast = _sequence.fused_sequence(self.spec, x_seq, state, params, self.spike_fn, self.detach_reset)
             if fast is not None:
                 return fast

@@ -12,6 +12,7 @@ from torch import Tensor
 from ..functional.spike import SpikeFunction
 from ..functional.spiking import NeuronSpec
 from ..layer import normal_tensors
+from ..ops import backend
 from ..ops.fire import native, native_ok
 from ..ops.fire.flat import flat_plan, variant_of
 from ..ops.fire.torch_kernel import FireConfig, FireConstants, forward_step
@@ -111,9 +112,10 @@ def fast_native_step(d: dict, fast: list, x: Tensor) -> Tensor | None:
     (container, name, version, address), spike function, folded constants, and the membrane tensor last
     checked with its version (the kernel writes it in place without a version bump, so while the same tensor
     keeps its version nothing has touched its shape, dtype, device or layout; an inference tensor, which has no
-    version counter, is checked at every step)."""
-    plan, shape, dtype, stamp, spike_fn, folded, seen, seen_version = fast
-    if d.get("_spike") is not spike_fn or d["_folded"] is not folded:
+    version counter, is checked at every step), and the backend generation it was planned under
+    (:data:`tracetorch.ops.backend.GENERATION`: a change of backend replans)."""
+    plan, shape, dtype, stamp, spike_fn, folded, seen, seen_version, generation = fast
+    if d.get("_spike") is not spike_fn or d["_folded"] is not folded or generation != backend.GENERATION:
         return None
     mem = d["_states"].get("mem")
     if mem is None:
@@ -149,7 +151,8 @@ def _cached_consts(layer: Any, d: dict, x: Tensor) -> tuple[FireConstants | None
     spike_fn = d.get("_spike")
     # version counters catch in-place updates (optimiser steps, load_state_dict); data pointers catch a new
     # storage behind the same Parameter (``.data =``, ``.to()``)
-    key = (x.shape, x.dtype, x.device, id(spike_fn), len(d["_folded"]), *[(r._version, r.data_ptr()) for r in raws])
+    key = (x.shape, x.dtype, x.device, id(spike_fn), len(d["_folded"]), backend.GENERATION)
+    key += tuple((r._version, r.data_ptr()) for r in raws)
     cache = d.get("_stream_cache")
     if cache is not None and cache[0] == key:
         return cache[1], cache[2]
@@ -199,5 +202,5 @@ def _fill_stream_cache(layer: Any, d: dict, x: Tensor, key: tuple, raws: list, s
     if plan is not None and not spec.synaptic:
         conts = [params if k in params else buffers for k in d["_raw_names"]]
         stamp = [(c, k, r._version, r.data_ptr()) for c, k, r in zip(conts, d["_raw_names"], raws, strict=True)]
-        d["_stream_fast"] = [plan, x.shape, x.dtype, stamp, spike_fn, d["_folded"], None, -1]
+        d["_stream_fast"] = [plan, x.shape, x.dtype, stamp, spike_fn, d["_folded"], None, -1, backend.GENERATION]
     return c, p

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from ..functional import ssm as S
 from ..layer import Layer, normal_tensors, step_loop, under_autocast
+from ..ops import backend
 from ..ops.selective_scan import selective_scan
 from ..state import Stateful
 from .streaming import MambaStream
@@ -158,7 +159,8 @@ class _SSMLayer(Layer):
         return self._unflat_y(y, x.shape, d), self._unflat_states(new, state, d)
 
     def sequence(self, x_seq: Tensor, state: dict[str, Tensor], params: dict[str, Tensor]) -> tuple[Tensor, Any]:
-        if self.reference_only:  # the sequence forms (convolution, selective scan) know only the library's steps
+        # the sequence forms (convolution, selective scan) know only the library's steps
+        if self.reference_only or backend.REFERENCE:
             return super().sequence(x_seq, state, params)
         d = self.feature_dim(x_seq.ndim - 1)  # negative: the same axis in the sequence
         t = x_seq.shape[0]
@@ -404,6 +406,7 @@ class Mamba(_Selective, _SSMLayer):
         reference step."""
         if (
             not self.reference_only
+            and not backend.REFERENCE
             and not torch.is_grad_enabled()
             and not torch.compiler.is_compiling()
             and not under_autocast(x)

@@ -10,7 +10,8 @@ sequence ``u`` ``[T, ...]``, one autograd node (the synaptic stage and the LI ty
 * ``native.py``, ``native_lif.c``, ``native_fire.inc``: C kernels for the CPU, built on first use and cached;
 * ``triton.py``, ``triton_kernels.py``: Triton kernels for CUDA.
 
-:func:`choose_kernels` is the one place that picks among them; all give the reference's outputs.
+:func:`choose_kernels` is the one place that picks among them, within what the backend allows
+(:mod:`tracetorch.ops.backend`: ``TRACETORCH_BACKEND``); all give the reference's outputs.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from torch import Tensor
 
 from ...functional.spike import SpikeFunction
 from ...functional.spiking import NeuronSpec
+from .. import backend
 from . import native, triton
 from .flat import variant_of
 from .reference import fire_sequence_ref
@@ -30,8 +32,9 @@ __all__ = ["FireConfig", "choose_kernels", "fire_sequence", "fire_sequence_ref",
 
 def native_ok(cfg: FireConfig, u: Tensor) -> bool:
     """Whether the native kernels cover this call (a single-branch firing type: B, T or TS, with or without R;
-    Heaviside; float32/64 on the CPU) and are loaded (:mod:`.native`)."""
-    if cfg.spec.dual or cfg.mode != "heaviside":
+    Heaviside; float32/64 on the CPU), the backend allows them (:mod:`tracetorch.ops.backend`) and they are loaded
+    (:mod:`.native`)."""
+    if cfg.spec.dual or cfg.mode != "heaviside" or not backend.allows("native"):
         return False
     if u.device.type != "cpu" or u.dtype not in (torch.float32, torch.float64):
         return False
@@ -44,7 +47,7 @@ def choose_kernels(cfg: FireConfig, u: Tensor):
     the single-branch firing types with Heaviside spikes."""
     if u.device.type == "cpu":
         return native if native_ok(cfg, u) else None
-    if cfg.spec.dual or cfg.mode != "heaviside" or not triton.usable(u):
+    if cfg.spec.dual or cfg.mode != "heaviside" or not backend.allows("triton") or not triton.usable(u):
         return None
     return triton
 

@@ -4,7 +4,7 @@ The single-branch firing types (B, T and TS families, with or without R; the S s
 kernels for their whole-sequence forward and backward (``native_fire.inc``, one build per variant and dtype,
 made the first time a layer of that kind runs), and LIB/SLIB a streaming step (``native_lif.c``): one pass over
 memory per direction, time innermost, the parameters read once per sequence. Nothing here is required: without
-a C compiler (or with ``TRACETORCH_NATIVE=0``) the pure-torch kernels of :mod:`.torch_kernel` run, and
+a C compiler (or with ``TRACETORCH_BACKEND=torch``) the pure-torch kernels of :mod:`.torch_kernel` run, and
 both give the same outputs bit for bit.
 
 The libraries are built once per source, compiler, flags and CPU into ``$TRACETORCH_CACHE`` (default
@@ -47,6 +47,8 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
+
+from .. import backend
 
 __all__ = [
     "empty_like_huge",
@@ -332,15 +334,16 @@ def empty_like_huge(like: Tensor) -> Tensor:
 
 
 def _load() -> ctypes.CDLL | None:
+    """The base library, built on the first use that the backend allows (:mod:`tracetorch.ops.backend`)."""
     global _lib, _status
+    if not backend.allows("native"):
+        return None
     if _status is not None:
         return _lib
     with _lock:
         if _status is not None:
             return _lib
-        if os.environ.get("TRACETORCH_NATIVE", "1") == "0":
-            _status = "disabled by TRACETORCH_NATIVE=0"
-        elif sys.platform == "win32":
+        if sys.platform == "win32":
             _status = "not built on Windows"
         else:
             try:
@@ -357,7 +360,10 @@ def native_available() -> bool:
 
 
 def native_status() -> str:
-    """``"loaded"``, or why the native kernels are not used."""
+    """``"loaded"``, or why the native kernels are not used (the backend forbids them, or they cannot be built)."""
+    reason = backend.disabled_reason("native")
+    if reason is not None:
+        return f"disabled by {reason}"
     _load()
     return str(_status)
 
@@ -366,6 +372,7 @@ def _reset_for_tests(status: str | None = None) -> None:
     """Forget the loaded libraries and the chosen cache folder (``status=None``: try again on next use; else
     pretend they failed)."""
     global _lib, _status, _cache, _private_tmp
+    backend._reset_for_tests()  # the environment may have changed too
     with _lock:
         _lib, _status, _cache, _private_tmp = None, status, None, None
         _variant_libs.clear()

@@ -9,7 +9,7 @@ surrogate shapes), same arguments (:func:`fire_forward`, :func:`fire_backward` m
 :mod:`.native`), same saved tensors (pre-reset membranes, recurrent traces) and the same
 operations per element; the forward uses fused multiply-adds where torch's ``addcmul`` does.
 
-Optional: Triton ships with PyTorch's CUDA builds; without it (or with ``TRACETORCH_TRITON=0``) the torch kernels
+Optional: Triton ships with PyTorch's CUDA builds; without it (or with ``TRACETORCH_BACKEND=torch``) the torch kernels
 run. :func:`triton_status` says which. Parameter gradients are summed per element in the kernel and reduced
 over the batch-like axes with ``torch.sum`` (deterministic; no atomics).
 """
@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .. import backend
 from .._triton import LazyKernels, cdiv
 from .native import ACC_SLOTS, PARAM_SLOTS, SURROGATE_KIND
 
@@ -34,6 +35,9 @@ def triton_available() -> bool:
 
 def triton_status() -> str:
     """``"available"`` or why not; after a first failing launch, also why (the torch kernels then run)."""
+    reason = backend.disabled_reason("triton")
+    if reason is not None:
+        return f"disabled by {reason}"
     _K.load()
     return _K.status or "unknown"
 

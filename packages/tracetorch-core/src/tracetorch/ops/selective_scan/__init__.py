@@ -32,6 +32,7 @@ import warnings
 import torch
 from torch import Tensor
 
+from .. import backend
 from . import triton as triton_scan
 from .reference import check_inputs, selective_scan_ref
 from .torch_kernel import SelectiveScan
@@ -68,7 +69,8 @@ def selective_scan(
         raise ValueError(f"selective_scan: chunk must be a positive int, got {chunk!r}")
     if h0 is None:
         h0 = u.new_zeros(u.shape[1], u.shape[2], A.shape[-1])
-    if triton_scan.usable(u):  # CUDA: the Triton kernels (torch's per-step kernels are launch-bound there)
+    # CUDA: the Triton kernels (torch's per-step kernels are launch-bound there)
+    if u.is_cuda and backend.allows("triton") and triton_scan.usable(u):
         try:
             return triton_scan.SelectiveScanTriton.apply(u, delta, A, B, C, D, h0, chunk)
         except Exception as exc:  # a kernel that does not compile or launch here: say so once, then torch runs

@@ -1,7 +1,7 @@
 """The selective scan on CUDA through Triton (:mod:`.triton_kernels`): the same numbers as
 :func:`tracetorch.ops.selective_scan.selective_scan_ref` (to rounding), one launch per direction instead of a
 few small kernels per step. Used by :func:`~tracetorch.ops.selective_scan.selective_scan` for CUDA float32/64
-tensors where Triton is installed (``TRACETORCH_TRITON=0``: never); :func:`triton_scan_status` says why not."""
+tensors where Triton is installed (``TRACETORCH_BACKEND=torch``: never); :func:`triton_scan_status` says why not."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from ...functional.ssm import LOG2E
+from .. import backend
 from .._triton import LazyKernels, cdiv
 
 __all__ = ["triton_scan_status", "usable"]
@@ -18,6 +19,9 @@ _K = LazyKernels("selective_scan.triton_kernels")
 
 
 def triton_scan_status() -> str:
+    reason = backend.disabled_reason("triton")
+    if reason is not None:
+        return f"disabled by {reason}"
     _K.load()
     return _K.status or "unknown"
 
