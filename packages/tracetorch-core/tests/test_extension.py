@@ -113,3 +113,25 @@ def test_online_learning_refuses_a_layer_whose_math_it_cannot_see():
     sub = _shifted_subclass(snn.LIB, "step")(4)
     with pytest.raises(TypeError, match="overrides step"):
         tt.online.EligibilityUnit(sub)
+
+
+def test_the_readme_example_of_an_own_layer_holds_in_every_mode():
+    """The README's "writing your own layer" block runs, and both of its layers give one set of numbers in every
+    mode (grad / no-grad / inference steps, scan, chunked scan)."""
+    from pathlib import Path
+
+    readme = Path(__file__).resolve().parents[3] / "README.md"
+    block = readme.read_text().split("<!-- own-layer:start -->", 1)[1].split("<!-- own-layer:end -->", 1)[0]
+    code = block.split("```python", 1)[1].split("```", 1)[0]
+    namespace: dict = {}
+    exec(compile(code, "README own-layer block", "exec"), namespace)
+    torch.manual_seed(1)
+    x = torch.randn(6, 3, 16)
+    for layer in (namespace["LeakyIntegrator"](16), namespace["NoisyLIB"](16)):
+        initial = random_initial_states(layer, x[0], torch.Generator().manual_seed(2))
+        runs = _modes(layer, x, initial)
+        want_y, want_states = runs["grad-steps"]
+        for mode, (y, states) in runs.items():
+            torch.testing.assert_close(y, want_y, rtol=1e-6, atol=1e-6, msg=lambda m, mode=mode: f"{mode}: {m}")
+            for k in states:
+                torch.testing.assert_close(states[k], want_states[k], rtol=1e-6, atol=1e-6)

@@ -76,17 +76,14 @@ class Layer(Stateful):
 
     Subclasses call :meth:`define_state` and :meth:`define_parameter` (or :meth:`define_decay`,
     :meth:`define_threshold`) in ``__init__`` and implement :meth:`step`. The step receives the states and
-    the parameters as dicts by name, or as the ``NamedTuple`` types ``State`` / ``Params`` when the class
-    sets them (``Params`` then also selects which parameters the step gets, in order). A faster whole-sequence
-    path goes in :meth:`sequence`; it must give the same numbers as the step loop.
+    the parameters as dicts by name and returns the output and the new states (a dict, or a sequence in
+    declaration order). A faster whole-sequence path goes in :meth:`sequence`; it must give the same numbers as
+    the step loop.
 
     Subclassing a library layer to change its math: override :meth:`step` (or the family's hook, see
     :attr:`math_hooks`); every mode then runs the override (:attr:`reference_only`). Override :meth:`sequence`
     as well to give the subclass a fast scan of its own.
     """
-
-    State: type | None = None
-    Params: type | None = None
 
     #: The methods that define a layer's math one step at a time. The library's fast paths (fused scans, native
     #: kernels, no-grad streaming engines) compute the library's own version of them; a subclass defined outside
@@ -215,10 +212,10 @@ class Layer(Stateful):
 
     def params(self, ndim: int) -> Any:
         """Effective parameter values for a per-step input with ``ndim`` axes, shaped to broadcast along
-        the feature axis, packed as ``self.Params`` (or a dict in definition order)."""
+        the feature axis, as a dict in definition order."""
         if self._folded and not self._warned_folded and torch.is_grad_enabled():
             self._warn_if_training_folded()
-        names = self.Params._fields if self.Params is not None else tuple(self._constraints)
+        names = tuple(self._constraints)
         d = self.feature_dim(ndim)
         values = []
         for name in names:
@@ -226,7 +223,7 @@ class Layer(Stateful):
             if v.ndim == 1 and d != -1:
                 v = v.view(v.shape + (1,) * (-d - 1))
             values.append(v)
-        return self.Params(*values) if self.Params is not None else dict(zip(names, values, strict=True))
+        return dict(zip(names, values, strict=True))
 
     # -- TTcompile ------------------------------------------------------------------------------------------
 
@@ -313,7 +310,7 @@ class Layer(Stateful):
             return f"shape {tuple(value.shape)} does not fit {type(self).__name__} (expected {tuple(want)})"
         return None
 
-    def prepare_states(self, input_shape: torch.Size, dtype: torch.dtype, device: torch.device) -> Any:
+    def prepare_states(self, input_shape: torch.Size, dtype: torch.dtype, device: torch.device) -> dict[str, Tensor]:
         """The current states for a per-step input of ``input_shape`` and ``dtype``: created as zeros (in
         :meth:`state_dtype`) if not yet there, else checked against it: ``StateError`` if the batch or feature
         size, the device or the dtype changed mid-stream. A state made under ``torch.inference_mode()`` is
@@ -343,7 +340,7 @@ class Layer(Stateful):
                 if not (compiling or s.requires_grad) and s.is_inference() and not torch.is_inference_mode_enabled():
                     s = states[name] = s.clone()  # made under inference mode: autograd cannot save it
             values.append(s)
-        return self.State._make(values) if self.State is not None else dict(zip(self._states, values, strict=True))
+        return dict(zip(self._states, values, strict=True))
 
     def store_states(self, new_state: Sequence[Tensor] | Mapping[str, Tensor]) -> None:
         """Write the step's returned state back: a sequence in declaration order, or a dict by name."""

@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from ..features import features_back, features_last
 from ..functional import recurrent as R
 from ..layer import Layer, under_autocast
 from ..ops import backend
@@ -60,23 +61,12 @@ class _Recurrent(Layer):
             w["bias_ih"], w["bias_hh"] = self.bias_ih, self.bias_hh
         return w
 
-    # The cells work on [batch, features]: move the feature axis last and fold every other axis into the batch.
-    def _flat(self, t: Tensor, d: int) -> Tensor:
-        t = t.movedim(d, -1) if d != -1 else t
-        return t.reshape(-1, t.shape[-1])
-
+    # The cells work on [batch, features] (tracetorch.features)
     def _flat_state(self, t: Tensor, d: int) -> Tensor:
         """A state as the cells' ``[batch, features]``, always row-major: a stream's own states flatten to that
         without a copy, while a loaded (contiguous) one with a batch of 1 would flatten to a column-major view,
         which the matrix product rounds differently; a resumed stream then left the uninterrupted one's numbers."""
-        return self._flat(t, d).contiguous()
-
-    def _unflat(self, t: Tensor, like_shape: torch.Size, d: int) -> Tensor:
-        moved = list(like_shape)
-        moved.append(moved.pop(d))  # the shape with the feature axis last
-        moved[-1] = self.out_features
-        t = t.reshape(moved)
-        return t.movedim(-1, d) if d != -1 else t
+        return features_last(t, d).contiguous()
 
     def forward(self, x: Tensor) -> Tensor:
         """One time step. Mid-stream on ``[batch, features]`` inputs the states already fit (checked here),
@@ -111,9 +101,9 @@ class _Recurrent(Layer):
             return self._cell(x, state, params)
         d = self.feature_dim(x.ndim)
         flat = {k: self._flat_state(v, d) for k, v in state.items()}
-        y, new = self._cell(self._flat(x, d), flat, params)
+        y, new = self._cell(features_last(x, d), flat, params)
         shape = state["h"].shape
-        return self._unflat(y, shape, d), {k: self._unflat(v, shape, d) for k, v in new.items()}
+        return features_back(y, shape, d), {k: features_back(v, shape, d) for k, v in new.items()}
 
     def sequence(self, x_seq: Tensor, state: dict[str, Tensor], params: dict[str, Tensor]) -> tuple[Tensor, Any]:
         if self.reference_only or backend.REFERENCE:  # ATen's fused sequence op knows only the library's cells
@@ -130,8 +120,8 @@ class _Recurrent(Layer):
         else:
             out, *finals = self._fused(xs, hx, flat_w)
         shape = state["h"].shape
-        y = self._unflat(out, torch.Size((t, *shape)), d)
-        return y, {k: self._unflat(f.squeeze(0), shape, d) for k, f in zip(self.state_list, finals, strict=True)}
+        y = features_back(out, torch.Size((t, *shape)), d)
+        return y, {k: features_back(f.squeeze(0), shape, d) for k, f in zip(self.state_list, finals, strict=True)}
 
     def _cell(self, x: Tensor, state: dict[str, Tensor], w: dict[str, Tensor]) -> tuple[Tensor, dict]:
         raise NotImplementedError

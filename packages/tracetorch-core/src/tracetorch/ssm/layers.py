@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..features import features_back, features_last
 from ..functional import ssm as S
 from ..layer import Layer, normal_tensors, step_loop, under_autocast
 from ..ops import backend
@@ -119,44 +120,20 @@ class _SSMLayer(Layer):
             )
         return None
 
-    # flatten: per-step input [..., F at d, ...] -> [batch, F]; state [..., C at d-1, ..., K] -> [batch, C, K]
-    @staticmethod
-    def _flat_x(x: Tensor, d: int) -> Tensor:
-        x = x.movedim(d, -1) if d != -1 else x
-        return x.reshape(-1, x.shape[-1])
-
-    @staticmethod
-    def _flat_s(s: Tensor, d: int) -> Tensor:
-        s = s.movedim(d - 1, -2) if d != -1 else s
-        return s.reshape(-1, s.shape[-2], s.shape[-1])
-
-    @staticmethod
-    def _unflat_s(s: Tensor, shape: torch.Size, d: int) -> Tensor:
-        moved = list(shape[:-1])
-        moved.append(moved.pop(d))
-        s = s.reshape(*moved, shape[-1])
-        return s.movedim(-2, d - 1) if d != -1 else s
-
-    @staticmethod
-    def _unflat_y(y: Tensor, x_shape: torch.Size, d: int) -> Tensor:
-        """``y`` ``[*lead, batch, F]`` back to ``x_shape`` (lead axes included) with the features on ``d``."""
-        moved = list(x_shape)
-        moved.append(moved.pop(d))
-        y = y.reshape(*moved[:-1], y.shape[-1])
-        return y.movedim(-1, d) if d != -1 else y
-
+    # per-step input [..., F at d, ...] <-> [batch, F]; state [..., C at d-1, ..., K] <-> [batch, C, K]
+    # (tracetorch.features; every state has one trailing axis)
     def _flat_states(self, state: dict[str, Tensor], d: int) -> dict[str, Tensor]:
-        return {k: self._flat_s(v, d) for k, v in state.items()}
+        return {k: features_last(v, d, trailing=1) for k, v in state.items()}
 
     def _unflat_states(self, flat: dict[str, Tensor], state: dict[str, Tensor], d: int) -> dict[str, Tensor]:
-        return {k: self._unflat_s(flat[k], state[k].shape, d) for k in state}
+        return {k: features_back(flat[k], state[k].shape, d, trailing=1) for k in state}
 
     def step(self, x: Tensor, state: dict[str, Tensor], params: dict[str, Tensor]) -> tuple[Tensor, Any]:
         if x.ndim == 2 and self.dim in (-1, 1):  # [batch, features]: already the working layout
             return self._step(x, state, params)
         d = self.feature_dim(x.ndim)
-        y, new = self._step(self._flat_x(x, d), self._flat_states(state, d), params)
-        return self._unflat_y(y, x.shape, d), self._unflat_states(new, state, d)
+        y, new = self._step(features_last(x, d), self._flat_states(state, d), params)
+        return features_back(y, x.shape, d), self._unflat_states(new, state, d)
 
     def sequence(self, x_seq: Tensor, state: dict[str, Tensor], params: dict[str, Tensor]) -> tuple[Tensor, Any]:
         # the sequence forms (convolution, selective scan) know only the library's steps
@@ -166,7 +143,7 @@ class _SSMLayer(Layer):
         t = x_seq.shape[0]
         xs = (x_seq.movedim(d, -1) if d != -1 else x_seq).reshape(t, -1, x_seq.shape[d])
         y, new = self._sequence(xs, self._flat_states(state, d), params)
-        return self._unflat_y(y, x_seq.shape, d), self._unflat_states(new, state, d)
+        return features_back(y, x_seq.shape, d), self._unflat_states(new, state, d)
 
     def _step(self, x: Tensor, state: dict[str, Tensor], params: dict[str, Tensor]) -> tuple[Tensor, dict]:
         raise NotImplementedError
