@@ -15,17 +15,15 @@ A layer is a thin stateful shell around a pure step function ``(x, state, params
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from .errors import StateError
-from .params import Constraint, get_constraint
+from .params import ConstrainedParameters, normal_tensors
 from .state import Stateful
 
 __all__ = ["Layer", "normal_tensors", "step_loop"]
@@ -44,15 +42,6 @@ def step_loop(step, x_seq: Tensor, state: Sequence[Tensor], params: Any) -> tupl
     return torch.stack(ys), state
 
 
-@contextlib.contextmanager
-def normal_tensors() -> Iterator[None]:
-    """Autograd off, and tensors made inside are normal ones even within ``torch.inference_mode()``: for values
-    cached across calls. An inference tensor kept in a cache breaks the first training step after the cache was
-    filled under inference mode ("Inference tensors cannot be saved for backward")."""
-    with torch.inference_mode(False), torch.no_grad():
-        yield
-
-
 _any_autocast = getattr(torch._C, "_is_any_autocast_enabled", None)  # one C call (~0.1 us): the streaming hot path
 
 
@@ -63,7 +52,7 @@ def under_autocast(x: Tensor) -> bool:
     return torch.is_autocast_enabled(x.device.type) and x.is_floating_point()
 
 
-class Layer(Stateful):
+class Layer(ConstrainedParameters, Stateful):
     """Base class of stateful layers.
 
     Args:
@@ -109,106 +98,6 @@ class Layer(Stateful):
         self.num_neurons = num_neurons
         self.in_features = num_neurons if in_features is None else in_features
         self.dim = dim
-        self._constraints: dict[str, Constraint] = {}
-        self._folded: dict[str, Tensor] = {}
-        self._warned_folded = False
-        self.register_load_state_dict_post_hook(_refold_after_load)
-
-    # -- parameters ---------------------------------------------------------------------------------------
-
-    def define_parameter(
-        self,
-        name: str,
-        value: float | Tensor,
-        *,
-        rank: int = 1,
-        learnable: bool = True,
-        constraint: str | Constraint | None = None,
-    ) -> None:
-        """Define parameter ``name``: stored as ``raw_<name>``, read as ``layer.<name>`` through ``constraint``.
-
-        Args:
-            value: a number or a 0-d tensor (fills the parameter) or, for ``rank=1``, a 1-d tensor of
-                ``num_neurons`` values.
-            rank: 0 for one shared scalar, 1 for one value per neuron.
-            learnable: ``nn.Parameter`` if True, else a buffer (saved in ``state_dict``, not trained).
-            constraint: ``None``/``"identity"``, ``"sigmoid"`` (decays), ``"softplus"`` (thresholds),
-                ``"exp"`` or a :class:`~tracetorch.params.Constraint`.
-        """
-        if not name.isidentifier():
-            raise ValueError(f"parameter name must be a Python identifier, got {name!r}")
-        if name in self._constraints or name in self._states or hasattr(type(self), name) or name in self.__dict__:
-            raise ValueError(f"{type(self).__name__} already has an attribute called {name!r}")
-        c = get_constraint(constraint)
-        t = self._init_tensor(name, value, rank)
-        c.check(t, learnable, type(self).__name__, name)
-        raw = c.inverse(t).detach().clone()
-        if learnable:
-            self.register_parameter(f"raw_{name}", nn.Parameter(raw))
-        else:
-            self.register_buffer(f"raw_{name}", raw)
-        self._constraints[name] = c
-
-    def define_decay(self, name: str, value: float | Tensor, *, rank: int = 1, learnable: bool = True) -> None:
-        """A decay in [0, 1] (``sigmoid`` constraint); 1 is allowed only for a fixed (non-learnable) decay."""
-        self.define_parameter(name, value, rank=rank, learnable=learnable, constraint="sigmoid")
-
-    def define_threshold(self, name: str, value: float | Tensor, *, rank: int = 1, learnable: bool = True) -> None:
-        """A positive threshold (``softplus`` constraint); 0 is allowed only for a fixed threshold."""
-        self.define_parameter(name, value, rank=rank, learnable=learnable, constraint="softplus")
-
-    @property
-    def parameter_names(self) -> tuple[str, ...]:
-        """Names of the defined (constrained) parameters, in definition order."""
-        return tuple(self._constraints)
-
-    def raw(self, name: str) -> Tensor:
-        """The stored raw tensor of parameter ``name`` (an ``nn.Parameter`` if learnable, else a buffer)."""
-        key = f"raw_{name}"
-        t = self._parameters.get(key)
-        return t if t is not None else self._buffers[key]
-
-    def effective(self, name: str) -> Tensor:
-        """The effective value of parameter ``name`` (shape ``[]`` or ``[num_neurons]``)."""
-        folded = self._folded.get(name)
-        if folded is not None:
-            return folded
-        return self._constraints[name].forward(self.raw(name))
-
-    def set_parameter(self, name: str, value: float | Tensor) -> None:
-        """Set parameter ``name`` to an effective ``value`` (goes through the constraint's inverse)."""
-        raw = self.raw(name)
-        c = self._constraints[name]
-        t = self._init_tensor(name, value, raw.ndim)
-        c.check(t, isinstance(raw, nn.Parameter) and raw.requires_grad, type(self).__name__, name)
-        with torch.no_grad():
-            raw.copy_(c.inverse(t.to(dtype=raw.dtype, device=raw.device)))
-        if name in self._folded:
-            self._fold(True)
-
-    def _init_tensor(self, name: str, value: float | Tensor, rank: int) -> Tensor:
-        what = f"{type(self).__name__}: {name}"
-        if rank not in (0, 1):
-            raise ValueError(f"{what}: rank must be 0 (scalar) or 1 (per neuron), got {rank!r}")
-        if isinstance(value, Tensor):
-            t = value.detach()
-            if not t.is_floating_point():
-                t = t.to(torch.get_default_dtype())
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            t = torch.tensor(float(value), dtype=torch.get_default_dtype())
-        else:
-            raise TypeError(f"{what}: expected a number or a tensor, got {type(value).__name__}")
-        if t.ndim == 0:
-            return t.expand(self.num_neurons).clone() if rank == 1 else t.clone()
-        if t.ndim == 1 and rank == 1:
-            if t.numel() != self.num_neurons:
-                raise ValueError(f"{what}: expected {self.num_neurons} values (one per neuron), got {t.numel()}")
-            return t.clone()
-        raise ValueError(
-            f"{what}: a rank-{rank} parameter takes a number"
-            + (f" or a 1-d tensor of {self.num_neurons} values" if rank == 1 else " or a 0-d tensor")
-            + f", got a tensor of shape {tuple(t.shape)}"
-        )
 
     def params(self, ndim: int) -> Any:
         """Effective parameter values for a per-step input with ``ndim`` axes, shaped to broadcast along
@@ -224,35 +113,6 @@ class Layer(Stateful):
                 v = v.view(v.shape + (1,) * (-d - 1))
             values.append(v)
         return dict(zip(names, values, strict=True))
-
-    # -- TTcompile ------------------------------------------------------------------------------------------
-
-    def _fold(self, on: bool) -> None:
-        """Fold constrained parameters into cached effective values (``on``) or drop the cache.
-
-        The raw tensors are untouched, so ``state_dict`` keys, optimiser references and exact values survive
-        a TTcompile/TTdecompile round trip (no inverse is ever applied to a folded value).
-        """
-        self._folded = {}
-        if on:
-            with normal_tensors():
-                self._folded = {n: c.forward(self.raw(n)).detach() for n, c in self._constraints.items()}
-        self._warned_folded = False
-
-    def _warn_if_training_folded(self) -> None:
-        if any(self.raw(n).requires_grad for n in self._folded):
-            self._warned_folded = True
-            warnings.warn(
-                f"{type(self).__name__} is TTcompiled: its constrained parameters are folded constants and "
-                "receive no gradient. Call TTdecompile() before training.",
-                stacklevel=3,
-            )
-
-    def _apply(self, fn, recurse=True):
-        super()._apply(fn, recurse)
-        if self._folded:
-            self._fold(True)
-        return self
 
     # -- layout and states ----------------------------------------------------------------------------------
 
@@ -414,15 +274,6 @@ class Layer(Stateful):
         self.store_states(new)
         return y
 
-    # -- attribute access: layer.<param> is the effective value (read in Stateful.__getattr__) -----------
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        constraints = self.__dict__.get("_constraints")
-        if constraints is not None and name in constraints:
-            self.set_parameter(name, value)
-            return
-        super().__setattr__(name, value)
-
     def extra_repr(self) -> str:
         parts = [str(self.num_neurons)]
         if self.in_features != self.num_neurons:
@@ -442,8 +293,3 @@ def _as_input_shape(layer: Layer, state_shape: torch.Size) -> torch.Size:
     shape = list(state_shape)
     shape[layer.feature_dim(len(shape))] = layer.in_features
     return torch.Size(shape)
-
-
-def _refold_after_load(module: nn.Module, incompatible_keys: Any) -> None:
-    if isinstance(module, Layer) and module._folded:
-        module._fold(True)

@@ -16,6 +16,7 @@ from ..ops import backend
 from ..ops.fire import native, native_ok
 from ..ops.fire.flat import flat_plan, variant_of
 from ..ops.fire.torch_kernel import FireConfig, FireConstants, forward_step
+from ..params import stamp
 
 __all__ = ["fast_native_step", "stream_step"]
 
@@ -149,10 +150,7 @@ def _cached_consts(layer: Any, d: dict, x: Tensor) -> tuple[FireConstants | None
     params, buffers = d["_parameters"], d["_buffers"]
     raws = [params.get(k) if k in params else buffers[k] for k in d["_raw_names"]]
     spike_fn = d.get("_spike")
-    # version counters catch in-place updates (optimiser steps, load_state_dict); data pointers catch a new
-    # storage behind the same Parameter (``.data =``, ``.to()``)
-    key = (x.shape, x.dtype, x.device, id(spike_fn), len(d["_folded"]), backend.GENERATION)
-    key += tuple((r._version, r.data_ptr()) for r in raws)
+    key = (x.shape, x.dtype, x.device, id(spike_fn), len(d["_folded"]), backend.GENERATION, *stamp(raws))
     cache = d.get("_stream_cache")
     if cache is not None and cache[0] == key:
         return cache[1], cache[2]
@@ -197,7 +195,7 @@ def _fill_stream_cache(layer: Any, d: dict, x: Tensor, key: tuple, raws: list, s
                 plan = native.StepPlan(n.layout, n.params["beta"], n.params["thr_e"], n.params["neg_thr"])
             else:
                 nplan = native.FireStep(variant_of(spec), n.layout, n.params)
-    d["_stream_cache"] = (key, c, p, plan, nplan)
+    d["_stream_cache"] = (key, c, p, plan, nplan, raws, spike_fn)  # holds what the key stamped
     d["_stream_fast"] = None
     if plan is not None and not spec.synaptic:
         conts = [params if k in params else buffers for k in d["_raw_names"]]

@@ -18,7 +18,6 @@ every other axis is folded into the batch.
 from __future__ import annotations
 
 import math
-import operator
 from typing import Any
 
 import torch
@@ -30,13 +29,11 @@ from ..functional import ssm as S
 from ..layer import Layer, normal_tensors, step_loop, under_autocast
 from ..ops import backend
 from ..ops.selective_scan import selective_scan
+from ..params import stamp
 from ..state import Stateful
 from .streaming import MambaStream
 
 __all__ = ["S4D", "S6", "Mamba"]
-
-
-_version, _data_ptr = operator.attrgetter("_version"), Tensor.data_ptr
 
 
 def _log_uniform(n: int, lo: float, hi: float) -> Tensor:
@@ -77,12 +74,7 @@ class _SSMLayer(Layer):
         if torch.compiler.is_compiling() or (torch.is_grad_enabled() and any(p.requires_grad for p in sources)):
             self._derived_key = None
             return self._derive()
-        # the parameter objects' ids are part of the key (the objects are held, so no new tensor can reuse an id);
-        # a flat tuple of ints, dtypes and devices compares in one C call
-        key = (
-            *map(id, sources), *map(_data_ptr, sources), *map(_version, sources),
-            *[(p.dtype, p.device) for p in sources],
-        )  # fmt: skip
+        key = (*stamp(sources), *[(p.dtype, p.device) for p in sources])  # the sources are held below
         if key != self._derived_key:
             with normal_tensors():  # never an inference tensor: the cache outlives an inference_mode block
                 self._derived = self._derive()

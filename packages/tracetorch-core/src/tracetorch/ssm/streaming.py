@@ -3,20 +3,18 @@ same operands in the same order as the reference step (:meth:`tracetorch.ssm.Mam
 
 from __future__ import annotations
 
-import operator
 from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from ..layer import normal_tensors
+from ..params import stamp
 
 if TYPE_CHECKING:
     from .layers import Mamba
 
 __all__ = ["MambaStream"]
-
-_version, _data_ptr = operator.attrgetter("_version"), Tensor.data_ptr
 
 
 _SLOTS = 32  # steps per pass over the window buffer (then d_conv - 1 rows are copied back to its start)
@@ -78,10 +76,7 @@ class MambaStream:
         )  # fmt: skip
         if srcs[2] is None or srcs[5] is None:  # biases removed: the reference handles it
             return None
-        # identity (the cache holds the tensors, so no id is reused), version counter (in-place updates: optimiser
-        # steps, load_state_dict) and data pointer (a new storage behind the same Parameter: ``.data =``, ``.to()``)
-        # of every parameter the step reads
-        key = (*map(id, srcs), *map(_version, srcs), *map(_data_ptr, srcs))
+        key = stamp(srcs)  # of every parameter the step reads (the cache holds them)
         cache = d.get("_stream_params")
         if cache is None or cache[0] != key:
             if any(p.dtype != x.dtype or p.device != x.device for p in srcs):
