@@ -22,11 +22,12 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from .autocast import run_under_autocast, under_autocast
 from .errors import StateError
 from .params import ConstrainedParameters, normal_tensors
 from .state import Stateful
 
-__all__ = ["Layer", "normal_tensors", "step_loop"]
+__all__ = ["Layer", "normal_tensors", "step_loop", "under_autocast"]
 
 
 def step_loop(step, x_seq: Tensor, state: Sequence[Tensor], params: Any) -> tuple[Tensor, Any]:
@@ -40,16 +41,6 @@ def step_loop(step, x_seq: Tensor, state: Sequence[Tensor], params: Any) -> tupl
         y, state = step(x, state, params)
         ys.append(y)
     return torch.stack(ys), state
-
-
-_any_autocast = getattr(torch._C, "_is_any_autocast_enabled", None)  # one C call (~0.1 us): the streaming hot path
-
-
-def under_autocast(x: Tensor) -> bool:
-    """True while autocast is on for the input's device (see ``Layer._autocast_run``)."""
-    if _any_autocast is not None and not torch.compiler.is_compiling() and not _any_autocast():
-        return False
-    return torch.is_autocast_enabled(x.device.type) and x.is_floating_point()
 
 
 class Layer(ConstrainedParameters, Stateful):
@@ -228,7 +219,7 @@ class Layer(ConstrainedParameters, Stateful):
     def forward(self, x: Tensor) -> Tensor:
         """One time step: ``x`` is the per-step input (e.g. ``[B, N]``); returns the per-step output."""
         if under_autocast(x):
-            return self._autocast_run(x, sequence=False)
+            return run_under_autocast(self, x, sequence=False)
         self.check_input(x.shape)
         state = self.prepare_states(x.shape, x.dtype, x.device)
         y, new_state = self.step(x, state, self.params(x.ndim))
@@ -249,30 +240,13 @@ class Layer(ConstrainedParameters, Stateful):
         if x_seq.shape[0] == 0:
             raise ValueError(f"{type(self).__name__}.scan got an empty sequence (T = 0)")
         if under_autocast(x_seq):
-            return self._autocast_run(x_seq, sequence=True)
+            return run_under_autocast(self, x_seq, sequence=True)
         step_shape = x_seq.shape[1:]
         self.check_input(step_shape)
         state = self.prepare_states(step_shape, x_seq.dtype, x_seq.device)
         ys, new_state = self.sequence(x_seq, state, self.params(len(step_shape)))
         self.store_states(new_state)
         return ys
-
-    def _autocast_run(self, x: Tensor, sequence: bool) -> Tensor:
-        """``forward`` / ``scan`` under autocast: the recurrence and its hidden states keep the parameters'
-        precision (a state rounded to bfloat16's 8-bit mantissa every step drifts), while the layer's matrix
-        products still autocast. A low-precision input is upcast; states that an autocast op returned in low
-        precision are cast back before they are stored, so the stream continues with or without autocast."""
-        dtype = next((p.dtype for p in self.parameters() if p.is_floating_point()), torch.float32)
-        x = x.to(dtype)
-        shape = x.shape[1:] if sequence else x.shape
-        self.check_input(shape)
-        state = self.prepare_states(shape, dtype, x.device)
-        params = self.params(len(shape))
-        y, new = self.sequence(x, state, params) if sequence else self.step(x, state, params)
-        cast = lambda v: v.to(dtype) if isinstance(v, Tensor) and v.is_floating_point() else v  # noqa: E731
-        new = {k: cast(v) for k, v in new.items()} if isinstance(new, Mapping) else [cast(v) for v in new]
-        self.store_states(new)
-        return y
 
     def extra_repr(self) -> str:
         parts = [str(self.num_neurons)]

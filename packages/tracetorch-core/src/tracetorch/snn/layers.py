@@ -18,14 +18,13 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from ..autocast import LOW_PRECISION
 from ..functional.spike import make_spike_fn
 from ..functional.spiking import NAMES, NeuronSpec, neuron_step
 from ..layer import Layer
 from ..ops import backend
 from . import sequence as _sequence
 from .streaming import fast_native_step, stream_step
-
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 __all__ = ["SpikingLayer", *NAMES]
 
@@ -146,7 +145,7 @@ class SpikingLayer(Layer):
             and not backend.REFERENCE
             and not torch.is_grad_enabled()
             and not torch.compiler.is_compiling()
-            and x.dtype not in _LOW_PRECISION
+            and x.dtype not in LOW_PRECISION
         ):
             fast = self.__dict__.get("_stream_fast")  # LIB on the native kernel, prepared by a first step
             if fast is not None:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
+from ..autocast import any_autocast
 from ..layer import normal_tensors
 from ..params import stamp
 
@@ -18,7 +19,6 @@ __all__ = ["MambaStream"]
 
 
 _SLOTS = 32  # steps per pass over the window buffer (then d_conv - 1 rows are copied back to its start)
-_is_autocast = getattr(torch._C, "_is_any_autocast_enabled", lambda: False)
 _silu_ = torch._C._nn.silu_
 _softplus = torch._C._nn.softplus
 _Linear, _Conv1d = nn.Linear, nn.Conv1d
@@ -56,7 +56,7 @@ class MambaStream:
     def step(layer: Mamba, x: Tensor) -> Tensor | None:
         """One step of ``layer`` on ``x``, or ``None`` when the reference path must run."""
         d = layer.__dict__
-        if not isinstance(x, Tensor) or x.ndim != 2 or layer.dim not in (-1, 1) or _is_autocast():
+        if not isinstance(x, Tensor) or x.ndim != 2 or layer.dim not in (-1, 1) or any_autocast():
             return None
         mods = d["_modules"]
         ip, cv, xp, dp, op = mods["in_proj"], mods["conv1d"], mods["x_proj"], mods["dt_proj"], mods["out_proj"]

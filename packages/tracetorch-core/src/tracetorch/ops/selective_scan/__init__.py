@@ -32,6 +32,7 @@ import warnings
 import torch
 from torch import Tensor
 
+from ...autocast import full_precision
 from .. import backend
 from . import triton as triton_scan
 from .reference import check_inputs, selective_scan_ref
@@ -59,8 +60,8 @@ def selective_scan(
     state saved at its start. Gradients flow to ``u``, ``delta``, ``A``, ``B``, ``C``, ``D`` and ``h0``.
     All tensors must share one dtype and device.
     """
-    if torch.is_autocast_enabled(u.device.type):  # the scan runs in float32 (or float64), never in half
-        dt = torch.promote_types(torch.float32, A.dtype)
+    dt = full_precision(u.device.type, A.dtype)  # under autocast: float32 or wider, never half (tracetorch.autocast)
+    if dt is not None:
         u, delta, A, B, C, D, h0 = (None if t is None else t.to(dt) for t in (u, delta, A, B, C, D, h0))
         with torch.autocast(u.device.type, enabled=False):
             return selective_scan(u, delta, A, B, C, D, h0, chunk=chunk)
