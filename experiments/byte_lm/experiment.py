@@ -379,7 +379,7 @@ def publish(
     Returns the entry's JSON path."""
     from safetensors.torch import load_file
 
-    from ttexp.publishing import finished_results, publish_entry
+    from ttexp.publishing import finished_results, publish_entry, trained_weights
 
     results = finished_results(ctx)
     part = part or results["main"]
@@ -391,7 +391,7 @@ def publish(
             )
         pc |= pc["parts"][part]
     model = build_model(ctx, part)
-    model.load_state_dict(load_file(str(ctx.run_dir / part / "model.safetensors")))
+    model.load_state_dict(load_file(str(trained_weights(ctx, ctx.run_dir / part, results["models"][part]))))
     model.eval()
     train, held, info = load_corpus(ctx)
     preamble = train[: pc["preamble_bytes"]]

@@ -279,6 +279,26 @@ def test_only_names_an_experiments_parts():
         assert out.returncode != 0 and f"{name}: unknown part(s) ['nosuch']; parts: [" in out.stderr
 
 
+def test_publish_pairs_weights_only_with_their_own_results(tmp_path):
+    """A part's weights are published only beside the results of the run that wrote them."""
+    from types import SimpleNamespace
+
+    from safetensors.torch import save_file
+
+    from ttexp.publishing import trained_weights
+
+    ctx = SimpleNamespace(name="byte_lm", version="v2")
+    part = tmp_path / "lstm"
+    part.mkdir()
+    with pytest.raises(SystemExit, match="holds no finished run"):
+        trained_weights(ctx, part, {"heldout_bpb": 1.6})
+    save_file({"w": torch.zeros(1)}, str(part / "model.safetensors"))
+    (part / "result.json").write_text(json.dumps({"heldout_bpb": 1.6}))
+    assert trained_weights(ctx, part, {"heldout_bpb": 1.6}) == part / "model.safetensors"
+    with pytest.raises(SystemExit, match=r"come from another run than results\.json reports"):
+        trained_weights(ctx, part, {"heldout_bpb": 1.61})
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

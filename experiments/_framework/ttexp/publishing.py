@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from .results import read_results
 
-__all__ = ["finished_results", "publish_entry"]
+__all__ = ["finished_results", "publish_entry", "trained_weights"]
 
 
 def finished_results(ctx) -> dict[str, Any]:
@@ -21,6 +21,26 @@ def finished_results(ctx) -> dict[str, Any]:
     if results["provenance"]["config_hash"] != ctx.config.hash:
         raise SystemExit(f"{ctx.name} publish: results.json was made with another config; re-run the experiment")
     return results
+
+
+def trained_weights(ctx, part_dir: str | Path, model_results: dict[str, Any]) -> Path:
+    """The weights file of a finished part (``part_dir/model.safetensors``), after checking that they are the weights
+    whose results are published: the part's own ``result.json`` beside them must equal ``model_results`` (the entry
+    of ``results.json``). A run folder from another run of the same config (retrained, say, after its scratch was
+    lost) would otherwise pair its weights with the first run's metrics."""
+    import json
+
+    part_dir = Path(part_dir)
+    weights, own = part_dir / "model.safetensors", part_dir / "result.json"
+    if not weights.is_file() or not own.is_file():
+        raise SystemExit(f"{ctx.name} publish: {part_dir} holds no finished run (model.safetensors and result.json)")
+    if json.loads(own.read_text()) != model_results:
+        raise SystemExit(
+            f"{ctx.name} publish: the weights in {part_dir} come from another run than results.json reports (their "
+            f"result.json differs). Collect that run's results into results.json first (python -m ttexp run "
+            f"{ctx.name} {ctx.version} --only <part> --run-dir <that run>), or publish the run the results came from."
+        )
+    return weights
 
 
 def publish_entry(
