@@ -28,7 +28,7 @@ def _shifted_subclass(base_cls: type, hook: str) -> type:
 
 
 # the second-level hook each family's step goes through, besides ``step`` itself
-SECOND_HOOK = {"SimpleRNN": "_cell", "LSTM": "_cell", "GRU": "_cell", "S4D": "_step", "S6": "_step", "Mamba": "_step"}
+SECOND_HOOK = dict.fromkeys(("SimpleRNN", "LSTM", "GRU", "S4D", "S6", "Mamba"), "_flat_step")
 CASES = [(k, "step") for k in LAYER_KINDS] + [(k, h) for k, h in SECOND_HOOK.items()]
 
 

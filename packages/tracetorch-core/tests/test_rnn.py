@@ -31,7 +31,7 @@ def test_fused_cell_matches_reference_math(kind, bias):
     w = layer.params(2)
     ref = {"rnn-tanh": R.rnn_step_ref, "rnn-relu": R.rnn_step_ref, "lstm": R.lstm_step_ref, "gru": R.gru_step_ref}
     extra = {"nonlinearity": "relu"} if kind == "rnn-relu" else {}
-    y_fused, s_fused = layer._cell(x, st, w)
+    y_fused, s_fused = layer._flat_step(x, st, w)
     y_ref, s_ref = ref[kind](x, st, w, **extra)
     torch.testing.assert_close(y_fused, y_ref, rtol=1e-12, atol=1e-12)
     for k in states:

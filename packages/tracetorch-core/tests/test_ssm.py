@@ -287,7 +287,7 @@ def assert_same_states(a, b):
 )
 def test_mamba_streaming_fast_path_equals_reference_step(batch, dim, dtype, d_conv):
     # the no-grad streaming path (ssm.streaming.MambaStream, out= ops on preallocated buffers) beside the reference step
-    # (Layer.forward -> Mamba._step): bit-identical outputs and states from a non-zero initial state, over more
+    # (Layer.forward -> Mamba._flat_step): bit-identical outputs and states from a non-zero initial state, over more
     # steps than one pass of its window buffer; and the same numbers as scan
     fast, ref = mamba_pair(4, dtype, dim=dim, d_conv=d_conv)
     x = torch.randn(100, batch, 4, dtype=dtype)

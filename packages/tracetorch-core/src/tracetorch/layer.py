@@ -47,8 +47,9 @@ class Layer(ConstrainedParameters, Stateful):
     """Base class of stateful layers.
 
     Args:
-        num_neurons: size of the feature axis of the hidden states (and of the input, unless
-            ``in_features`` differs).
+        features: size of the feature axis of the hidden states (and of the input, unless ``in_features``
+            differs): the neurons of a spiking layer (``num_neurons``), the hidden size of an RNN, the channels of
+            an SSM.
         dim: which axis of the per-step input holds the features: ``-1`` for ``[B, N]``, ``-3`` for
             ``[B, C, H, W]``. Negative values are recommended; a non-negative one counts from the first axis
             of the per-step input (``scan`` accounts for the extra leading time axis).
@@ -79,16 +80,21 @@ class Layer(ConstrainedParameters, Stateful):
             getattr(cls, hook, None) is not getattr(library, hook, None) for hook in cls.math_hooks
         )
 
-    def __init__(self, num_neurons: int, dim: int = -1, in_features: int | None = None) -> None:
+    def __init__(self, features: int, dim: int = -1, in_features: int | None = None) -> None:
         super().__init__()
-        for what, v in (("num_neurons", num_neurons), ("in_features", in_features)):
+        for what, v in (("features", features), ("in_features", in_features)):
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 raise ValueError(f"{type(self).__name__}: {what} must be a positive int, got {v!r}")
         if isinstance(dim, bool) or not isinstance(dim, int):
             raise TypeError(f"{type(self).__name__}: dim must be an int, got {dim!r}")
-        self.num_neurons = num_neurons
-        self.in_features = num_neurons if in_features is None else in_features
+        self.features = features
+        self.in_features = features if in_features is None else in_features
         self.dim = dim
+
+    @property
+    def num_neurons(self) -> int:
+        """The spiking layers' name for :attr:`features` (the size of the states' feature axis)."""
+        return self.features
 
     def params(self, ndim: int) -> Any:
         """Effective parameter values for a per-step input with ``ndim`` axes, shaped to broadcast along
@@ -133,11 +139,11 @@ class Layer(ConstrainedParameters, Stateful):
 
     def state_shape(self, name: str, input_shape: torch.Size) -> torch.Size:
         """Shape of state ``name`` for a per-step input of ``input_shape`` (default: the input's shape with
-        ``num_neurons`` on the feature axis). Override for states of another shape."""
-        if self.in_features == self.num_neurons:
+        ``features`` on the feature axis). Override for states of another shape."""
+        if self.in_features == self.features:
             return input_shape
         shape = list(input_shape)
-        shape[self.feature_dim(len(shape))] = self.num_neurons
+        shape[self.feature_dim(len(shape))] = self.features
         return torch.Size(shape)
 
     def state_dtype(self, name: str, input_dtype: torch.dtype) -> torch.dtype:
@@ -249,8 +255,8 @@ class Layer(ConstrainedParameters, Stateful):
         return ys
 
     def extra_repr(self) -> str:
-        parts = [str(self.num_neurons)]
-        if self.in_features != self.num_neurons:
+        parts = [str(self.features)]
+        if self.in_features != self.features:
             parts.append(f"in_features={self.in_features}")
         parts.append(f"dim={self.dim}")
         for name, c in self._constraints.items():

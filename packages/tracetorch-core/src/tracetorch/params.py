@@ -187,9 +187,9 @@ class ConstrainedParameters(nn.Module):
     """The constrained-parameter machinery of a layer (mixed into :class:`tracetorch.Layer`): parameters defined by
     name, stored raw (``raw_<name>``, a parameter or a buffer) and read through their constraint as ``layer.<name>``
     (reading happens in ``Stateful.__getattr__``; ``layer.<name> = v`` sets through the inverse), and their folding
-    into constants for inference (``TTcompile``). The rank-1 size is the layer's ``num_neurons``."""
+    into constants for inference (``TTcompile``). The rank-1 size is the layer's ``features``."""
 
-    num_neurons: int
+    features: int
 
     def __init__(self) -> None:
         super().__init__()
@@ -211,7 +211,7 @@ class ConstrainedParameters(nn.Module):
 
         Args:
             value: a number or a 0-d tensor (fills the parameter) or, for ``rank=1``, a 1-d tensor of
-                ``num_neurons`` values.
+                ``features`` values.
             rank: 0 for one shared scalar, 1 for one value per neuron.
             learnable: ``nn.Parameter`` if True, else a buffer (saved in ``state_dict``, not trained).
             constraint: ``None``/``"identity"``, ``"sigmoid"`` (decays), ``"softplus"`` (thresholds),
@@ -251,7 +251,7 @@ class ConstrainedParameters(nn.Module):
         return t if t is not None else self._buffers[key]
 
     def effective(self, name: str) -> Tensor:
-        """The effective value of parameter ``name`` (shape ``[]`` or ``[num_neurons]``)."""
+        """The effective value of parameter ``name`` (shape ``[]`` or ``[features]``)."""
         folded = self._folded.get(name)
         if folded is not None:
             return folded
@@ -281,14 +281,14 @@ class ConstrainedParameters(nn.Module):
         else:
             raise TypeError(f"{what}: expected a number or a tensor, got {type(value).__name__}")
         if t.ndim == 0:
-            return t.expand(self.num_neurons).clone() if rank == 1 else t.clone()
+            return t.expand(self.features).clone() if rank == 1 else t.clone()
         if t.ndim == 1 and rank == 1:
-            if t.numel() != self.num_neurons:
-                raise ValueError(f"{what}: expected {self.num_neurons} values (one per neuron), got {t.numel()}")
+            if t.numel() != self.features:
+                raise ValueError(f"{what}: expected {self.features} values (one per neuron), got {t.numel()}")
             return t.clone()
         raise ValueError(
             f"{what}: a rank-{rank} parameter takes a number"
-            + (f" or a 1-d tensor of {self.num_neurons} values" if rank == 1 else " or a 0-d tensor")
+            + (f" or a 1-d tensor of {self.features} values" if rank == 1 else " or a 0-d tensor")
             + f", got a tensor of shape {tuple(t.shape)}"
         )
 

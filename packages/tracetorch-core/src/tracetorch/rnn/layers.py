@@ -31,7 +31,7 @@ __all__ = ["GRU", "LSTM", "SimpleRNN"]
 class _Recurrent(Layer):
     gates: ClassVar[int]
     state_list: ClassVar[tuple[str, ...]] = ("h",)
-    math_hooks = (*Layer.math_hooks, "_cell")  # the cell every step runs (see Layer.math_hooks)
+    math_hooks = (*Layer.math_hooks, "_flat_step")  # the cell every step runs (see Layer.math_hooks)
 
     def __init__(self, in_features: int, out_features: int, *, bias: bool = True, dim: int = -1) -> None:
         super().__init__(out_features, dim=dim, in_features=in_features)
@@ -91,17 +91,17 @@ class _Recurrent(Layer):
             )
             and all(v is not None for v in states.values())
         ):
-            y, new = self._cell(x, states, self.params(2))
+            y, new = self._flat_step(x, states, self.params(2))
             states.update(new)
             return y
         return super().forward(x)
 
     def step(self, x: Tensor, state: dict[str, Tensor], params: dict[str, Tensor]) -> tuple[Tensor, Any]:
         if x.ndim == 2 and self.dim in (-1, 1):  # [batch, features]: the cells' own layout
-            return self._cell(x, state, params)
+            return self._flat_step(x, state, params)
         d = self.feature_dim(x.ndim)
         flat = {k: self._flat_state(v, d) for k, v in state.items()}
-        y, new = self._cell(features_last(x, d), flat, params)
+        y, new = self._flat_step(features_last(x, d), flat, params)
         shape = state["h"].shape
         return features_back(y, shape, d), {k: features_back(v, shape, d) for k, v in new.items()}
 
@@ -111,25 +111,31 @@ class _Recurrent(Layer):
         d = self.feature_dim(x_seq.ndim - 1)  # negative: the same axis in the sequence
         t = x_seq.shape[0]
         xs = (x_seq.movedim(d, -1) if d != -1 else x_seq).reshape(t, -1, self.in_features)
-        hx = [self._flat_state(state[k], d).unsqueeze(0) for k in self.state_list]
-        flat_w = list(params.values())
+        flat = {k: self._flat_state(state[k], d) for k in self.state_list}
         if xs.is_cuda:  # cuDNN warns that our per-parameter weights are not one flat buffer, and packs them
             with warnings.catch_warnings():  # itself each call (a copy of the weights: small next to the sequence)
                 warnings.filterwarnings("ignore", "RNN module weights are not part of single contiguous", UserWarning)
-                out, *finals = self._fused(xs, hx, flat_w)
+                out, finals = self._flat_sequence(xs, flat, params)
         else:
-            out, *finals = self._fused(xs, hx, flat_w)
+            out, finals = self._flat_sequence(xs, flat, params)
         shape = state["h"].shape
         y = features_back(out, torch.Size((t, *shape)), d)
-        return y, {k: features_back(f.squeeze(0), shape, d) for k, f in zip(self.state_list, finals, strict=True)}
+        return y, {k: features_back(f, shape, d) for k, f in finals.items()}
 
-    def _cell(self, x: Tensor, state: dict[str, Tensor], w: dict[str, Tensor]) -> tuple[Tensor, dict]:
+    def _flat_step(self, x: Tensor, state: dict[str, Tensor], w: dict[str, Tensor]) -> tuple[Tensor, dict]:
         raise NotImplementedError
 
-    def _fused(self, xs: Tensor, hx: list[Tensor], flat_w: list[Tensor]) -> tuple[Tensor, ...]:
+    def _flat_sequence(self, xs: Tensor, state: dict[str, Tensor], params: dict[str, Tensor]) -> tuple[Tensor, dict]:
+        """The whole sequence ``xs`` ``[T, batch, in]`` from ``state`` (``[batch, out]`` each) through ATen's fused
+        sequence op: ``(ys [T, batch, out], final states)``."""
+        hx = [state[k].unsqueeze(0) for k in self.state_list]
+        out, *finals = self._aten_sequence(xs, hx, list(params.values()))
+        return out, {k: f.squeeze(0) for k, f in zip(self.state_list, finals, strict=True)}
+
+    def _aten_sequence(self, xs: Tensor, hx: list[Tensor], flat_w: list[Tensor]) -> tuple[Tensor, ...]:
         raise NotImplementedError
 
-    def _fused_args(self) -> tuple:
+    def _aten_args(self) -> tuple:
         # has_biases, num_layers, dropout, train, bidirectional, batch_first
         return (self.bias_ih is not None, 1, 0.0, self.training, False, False)
 
@@ -154,12 +160,12 @@ class SimpleRNN(_Recurrent):
         super().__init__(in_features, out_features, bias=bias, dim=dim)
         self.nonlinearity = nonlinearity
 
-    def _cell(self, x: Tensor, state: dict[str, Tensor], w: dict[str, Tensor]) -> tuple[Tensor, dict]:
+    def _flat_step(self, x: Tensor, state: dict[str, Tensor], w: dict[str, Tensor]) -> tuple[Tensor, dict]:
         return R.rnn_step(x, state, w, self.nonlinearity)
 
-    def _fused(self, xs: Tensor, hx: list[Tensor], flat_w: list[Tensor]) -> tuple[Tensor, ...]:
+    def _aten_sequence(self, xs: Tensor, hx: list[Tensor], flat_w: list[Tensor]) -> tuple[Tensor, ...]:
         op = torch.rnn_tanh if self.nonlinearity == "tanh" else torch.rnn_relu
-        return op(xs, hx[0], flat_w, *self._fused_args())
+        return op(xs, hx[0], flat_w, *self._aten_args())
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", nonlinearity={self.nonlinearity!r}"
@@ -175,11 +181,11 @@ class LSTM(_Recurrent):
     gates = 4
     state_list = ("h", "c")
 
-    def _cell(self, x: Tensor, state: dict[str, Tensor], w: dict[str, Tensor]) -> tuple[Tensor, dict]:
+    def _flat_step(self, x: Tensor, state: dict[str, Tensor], w: dict[str, Tensor]) -> tuple[Tensor, dict]:
         return R.lstm_step(x, state, w)
 
-    def _fused(self, xs: Tensor, hx: list[Tensor], flat_w: list[Tensor]) -> tuple[Tensor, ...]:
-        return torch.lstm(xs, tuple(hx), flat_w, *self._fused_args())
+    def _aten_sequence(self, xs: Tensor, hx: list[Tensor], flat_w: list[Tensor]) -> tuple[Tensor, ...]:
+        return torch.lstm(xs, tuple(hx), flat_w, *self._aten_args())
 
 
 class GRU(_Recurrent):
@@ -191,8 +197,8 @@ class GRU(_Recurrent):
 
     gates = 3
 
-    def _cell(self, x: Tensor, state: dict[str, Tensor], w: dict[str, Tensor]) -> tuple[Tensor, dict]:
+    def _flat_step(self, x: Tensor, state: dict[str, Tensor], w: dict[str, Tensor]) -> tuple[Tensor, dict]:
         return R.gru_step(x, state, w)
 
-    def _fused(self, xs: Tensor, hx: list[Tensor], flat_w: list[Tensor]) -> tuple[Tensor, ...]:
-        return torch.gru(xs, hx[0], flat_w, *self._fused_args())
+    def _aten_sequence(self, xs: Tensor, hx: list[Tensor], flat_w: list[Tensor]) -> tuple[Tensor, ...]:
+        return torch.gru(xs, hx[0], flat_w, *self._aten_args())

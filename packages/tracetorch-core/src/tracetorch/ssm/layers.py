@@ -51,10 +51,10 @@ def _positive_int(owner: str, what: str, v: Any, minimum: int = 1) -> int:
 class _SSMLayer(Layer):
     """Shared layout logic: states with the layer's channels on the feature axis plus one trailing axis."""
 
-    math_hooks = (*Layer.math_hooks, "_step", "_s6_step")  # the per-step math behind step (see Layer.math_hooks)
+    math_hooks = (*Layer.math_hooks, "_flat_step", "_s6_step")  # the per-step math behind step (see Layer.math_hooks)
 
-    def __init__(self, num_neurons: int, *, dim: int, channels: int, trailing: dict[str, tuple[int, str]]) -> None:
-        super().__init__(num_neurons, dim=dim)
+    def __init__(self, d_model: int, *, dim: int, channels: int, trailing: dict[str, tuple[int, str]]) -> None:
+        super().__init__(d_model, dim=dim)
         self.channels = channels  # size of the states' feature axis
         self._trailing = dict(trailing)  # state name -> (trailing size, what it is)
         for name in trailing:
@@ -122,9 +122,9 @@ class _SSMLayer(Layer):
 
     def step(self, x: Tensor, state: dict[str, Tensor], params: dict[str, Tensor]) -> tuple[Tensor, Any]:
         if x.ndim == 2 and self.dim in (-1, 1):  # [batch, features]: already the working layout
-            return self._step(x, state, params)
+            return self._flat_step(x, state, params)
         d = self.feature_dim(x.ndim)
-        y, new = self._step(features_last(x, d), self._flat_states(state, d), params)
+        y, new = self._flat_step(features_last(x, d), self._flat_states(state, d), params)
         return features_back(y, x.shape, d), self._unflat_states(new, state, d)
 
     def sequence(self, x_seq: Tensor, state: dict[str, Tensor], params: dict[str, Tensor]) -> tuple[Tensor, Any]:
@@ -134,13 +134,13 @@ class _SSMLayer(Layer):
         d = self.feature_dim(x_seq.ndim - 1)  # negative: the same axis in the sequence
         t = x_seq.shape[0]
         xs = (x_seq.movedim(d, -1) if d != -1 else x_seq).reshape(t, -1, x_seq.shape[d])
-        y, new = self._sequence(xs, self._flat_states(state, d), params)
+        y, new = self._flat_sequence(xs, self._flat_states(state, d), params)
         return features_back(y, x_seq.shape, d), self._unflat_states(new, state, d)
 
-    def _step(self, x: Tensor, state: dict[str, Tensor], params: dict[str, Tensor]) -> tuple[Tensor, dict]:
+    def _flat_step(self, x: Tensor, state: dict[str, Tensor], params: dict[str, Tensor]) -> tuple[Tensor, dict]:
         raise NotImplementedError
 
-    def _sequence(self, xs: Tensor, state: dict[str, Tensor], params: dict[str, Tensor]) -> tuple[Tensor, dict]:
+    def _flat_sequence(self, xs: Tensor, state: dict[str, Tensor], params: dict[str, Tensor]) -> tuple[Tensor, dict]:
         raise NotImplementedError
 
 
@@ -152,7 +152,7 @@ class S4D(_SSMLayer):
     ``h <- A_bar h + B_bar x``; ``y = sum_n C h + D x``.
 
     Args:
-        num_neurons: channels ``D`` (the input's feature axis; output has the same shape as the input).
+        d_model: channels ``D`` (the input's feature axis; output has the same shape as the input).
         d_state: ``N``, states per channel.
         dim: the feature axis of the per-step input.
         dt_min, dt_max: ``dt`` is initialised log-uniform in ``[dt_min, dt_max]``, one per channel.
@@ -165,12 +165,12 @@ class S4D(_SSMLayer):
     """
 
     def __init__(
-        self, num_neurons: int, d_state: int = 64, *, dim: int = -1, dt_min: float = 1e-3, dt_max: float = 1e-1
+        self, d_model: int, d_state: int = 64, *, dim: int = -1, dt_min: float = 1e-3, dt_max: float = 1e-1
     ) -> None:
         d_state = _positive_int("S4D", "d_state", d_state)
-        super().__init__(num_neurons, dim=dim, channels=num_neurons, trailing={"h": (d_state, "d_state")})
+        super().__init__(d_model, dim=dim, channels=d_model, trailing={"h": (d_state, "d_state")})
         self.d_state = d_state
-        n = num_neurons
+        n = d_model
         self.log_dt = nn.Parameter(torch.log(_log_uniform(n, dt_min, dt_max)))
         self.A_log = nn.Parameter(torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(n, 1))
         self.B = nn.Parameter(torch.ones(n, d_state))
@@ -186,16 +186,16 @@ class S4D(_SSMLayer):
         A_bar, B_bar = S.zoh(dt, A, self.B)
         return {"dtA": dt.unsqueeze(-1) * A, "A_bar": A_bar, "B_bar": B_bar, "C": self.C, "D": self.D}
 
-    def _step(self, x, state, p):
+    def _flat_step(self, x, state, p):
         y, h = S.diagonal_step(x, state["h"], p["A_bar"], p["B_bar"], p["C"], p["D"])
         return y, {"h": h}
 
-    def _sequence(self, xs, state, p):
+    def _flat_sequence(self, xs, state, p):
         # The FFT mixes every step into every output: a NaN or inf at step t would reach the outputs before t. Such
         # an input runs the recurrence instead, as the steps do (one sum tells: cheap next to the FFT; a finite
         # input whose sum overflows just takes the recurrence too).
         if not torch.compiler.is_compiling() and not torch.isfinite(xs.detach().sum()):
-            return step_loop(self._step, xs, state, p)
+            return step_loop(self._flat_step, xs, state, p)
         t = xs.shape[0]
         h0 = state["h"].transpose(0, 1).contiguous()  # [D, batch, N]
         x = xs.permute(2, 1, 0).contiguous()  # [D, batch, T]: time last for the FFT, channels batch the matmuls
@@ -214,7 +214,7 @@ class S4D(_SSMLayer):
         return y, {"h": h.transpose(0, 1)}
 
     def extra_repr(self) -> str:
-        return f"{self.num_neurons}, d_state={self.d_state}, dim={self.dim}"
+        return f"{self.features}, d_state={self.d_state}, dim={self.dim}"
 
 
 def _dt_rank(owner: str, dt_rank: int | str, d_model: int) -> int:
@@ -266,7 +266,7 @@ class S6(_Selective, _SSMLayer):
     (``B_bar = delta B``, the simplified ZOH of the paper).
 
     Args:
-        num_neurons: channels ``D``.
+        d_model: channels ``D``.
         d_state: ``N``.
         dt_rank: ``R``; ``"auto"`` = ``ceil(D / 16)``.
         dim: the feature axis of the per-step input.
@@ -278,7 +278,7 @@ class S6(_Selective, _SSMLayer):
 
     def __init__(
         self,
-        num_neurons: int,
+        d_model: int,
         d_state: int = 16,
         dt_rank: int | str = "auto",
         *,
@@ -287,8 +287,8 @@ class S6(_Selective, _SSMLayer):
         dt_max: float = 1e-1,
     ) -> None:
         d_state = _positive_int("S6", "d_state", d_state)
-        super().__init__(num_neurons, dim=dim, channels=num_neurons, trailing={"h": (d_state, "d_state")})
-        self._init_s6(num_neurons, d_state, _dt_rank("S6", dt_rank, num_neurons), dt_min, dt_max)
+        super().__init__(d_model, dim=dim, channels=d_model, trailing={"h": (d_state, "d_state")})
+        self._init_s6(d_model, d_state, _dt_rank("S6", dt_rank, d_model), dt_min, dt_max)
 
     def _derive_sources(self) -> tuple[Tensor, ...]:
         return (self.A_log, self.D)
@@ -296,16 +296,16 @@ class S6(_Selective, _SSMLayer):
     def _derive(self) -> dict[str, Tensor]:
         return self._s6_params()
 
-    def _step(self, x, state, p):
+    def _flat_step(self, x, state, p):
         y, h = self._s6_step(x, state["h"], p)
         return y, {"h": h}
 
-    def _sequence(self, xs, state, p):
+    def _flat_sequence(self, xs, state, p):
         y, h = self._s6_sequence(xs, state["h"], p)
         return y, {"h": h}
 
     def extra_repr(self) -> str:
-        return f"{self.num_neurons}, d_state={self.d_state}, dt_rank={self.dt_rank}, dim={self.dim}"
+        return f"{self.features}, d_state={self.d_state}, dt_rank={self.dt_rank}, dim={self.dim}"
 
 
 class Mamba(_Selective, _SSMLayer):
@@ -317,7 +317,7 @@ class Mamba(_Selective, _SSMLayer):
     (state ``ssm``); ``out = out_proj(y * silu(z))`` ``[batch, D]``.
 
     Args:
-        num_neurons: model width ``D`` (input and output features).
+        d_model: model width ``D`` (input and output features).
         d_state: ``N``. d_conv: conv kernel (>= 2). expand: ``E = expand * D``.
         dt_rank: ``"auto"`` = ``ceil(D / 16)``.
         dim: the feature axis of the per-step input.
@@ -330,7 +330,7 @@ class Mamba(_Selective, _SSMLayer):
 
     def __init__(
         self,
-        num_neurons: int,
+        d_model: int,
         d_state: int = 16,
         d_conv: int = 4,
         expand: int = 2,
@@ -343,16 +343,16 @@ class Mamba(_Selective, _SSMLayer):
         d_state = _positive_int("Mamba", "d_state", d_state)
         d_conv = _positive_int("Mamba", "d_conv", d_conv, 2)
         expand = _positive_int("Mamba", "expand", expand)
-        e = expand * num_neurons
+        e = expand * d_model
         trailing = {"conv": (d_conv - 1, "d_conv - 1"), "ssm": (d_state, "d_state")}
-        super().__init__(num_neurons, dim=dim, channels=e, trailing=trailing)
+        super().__init__(d_model, dim=dim, channels=e, trailing=trailing)
         self.d_conv = d_conv
         self.expand = expand
         self.d_inner = e
-        self.in_proj = nn.Linear(num_neurons, 2 * e, bias=False)
+        self.in_proj = nn.Linear(d_model, 2 * e, bias=False)
         self.conv1d = nn.Conv1d(e, e, d_conv, groups=e, padding=d_conv - 1, bias=True)
-        self._init_s6(e, d_state, _dt_rank("Mamba", dt_rank, num_neurons), dt_min, dt_max)
-        self.out_proj = nn.Linear(e, num_neurons, bias=False)
+        self._init_s6(e, d_state, _dt_rank("Mamba", dt_rank, d_model), dt_min, dt_max)
+        self.out_proj = nn.Linear(e, d_model, bias=False)
 
     def _derive_sources(self) -> tuple[Tensor, ...]:
         return (self.A_log, self.D, self.conv1d.weight)
@@ -362,7 +362,7 @@ class Mamba(_Selective, _SSMLayer):
         p["conv_t"] = self.conv1d.weight.squeeze(1).t().contiguous()  # [K, E]
         return p
 
-    def _step(self, x, state, p):
+    def _flat_step(self, x, state, p):
         u, z = self.in_proj(x).chunk(2, dim=-1)
         c, window = S.causal_conv_step_t(u, state["conv"].transpose(-1, -2), p["conv_t"], self.conv1d.bias)
         window = window.transpose(-1, -2)
@@ -391,7 +391,7 @@ class Mamba(_Selective, _SSMLayer):
         state.pop("_stream_params", None)
         return state
 
-    def _sequence(self, xs, state, p):
+    def _flat_sequence(self, xs, state, p):
         u, z = self.in_proj(xs).chunk(2, dim=-1)
         # one conv1d over the whole sequence, the carried window prepended: [batch, E, K-1+T]
         full = torch.cat([state["conv"], u.permute(1, 2, 0)], dim=-1)
@@ -402,6 +402,6 @@ class Mamba(_Selective, _SSMLayer):
 
     def extra_repr(self) -> str:
         return (
-            f"{self.num_neurons}, d_state={self.d_state}, d_conv={self.d_conv}, expand={self.expand}, "
+            f"{self.features}, d_state={self.d_state}, d_conv={self.d_conv}, expand={self.expand}, "
             f"dt_rank={self.dt_rank}, dim={self.dim}"
         )

@@ -1,5 +1,5 @@
 """Mamba's no-grad streaming engine: one step per call on buffers preallocated per stream, the same kernels on the
-same operands in the same order as the reference step (:meth:`tracetorch.ssm.Mamba._step`), so the same numbers."""
+same operands in the same order as the reference step (:meth:`tracetorch.ssm.Mamba._flat_step`), so the same numbers."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ _global_hooks = (nn.modules.module._global_forward_hooks, nn.modules.module._glo
 class MambaStream:
     """Mamba's no-grad streaming step for ``[batch, D]`` inputs, on buffers preallocated per stream.
 
-    The reference step (:meth:`Mamba._step`) spends most of its time dispatching ~40 small ops (chunk, cat,
+    The reference step (:meth:`Mamba._flat_step`) spends most of its time dispatching ~40 small ops (chunk, cat,
     transposes, fresh allocations). This runs the same kernels on the same operands in the same order, so the
     results are bit-identical, with ``out=`` and in-place ops on buffers and views built once per stream:
 
