@@ -27,6 +27,22 @@ class LazyKernels:
                 self.status = f"unavailable: {type(exc).__name__}: {exc}"
         return self.kernels
 
+    def status_line(self) -> str:
+        """``"available"`` or why not: the backend forbids Triton, it cannot be imported, or a launch failed."""
+        from . import backend
+
+        reason = backend.disabled_reason("triton")
+        if reason is not None:
+            return f"disabled by {reason}"
+        self.load()
+        return self.status or "unknown"
+
+    def usable(self, u) -> bool:
+        """Whether these kernels can take ``u``: a CUDA float32/float64 tensor, with Triton importable."""
+        import torch
+
+        return u.is_cuda and u.dtype in (torch.float32, torch.float64) and self.load() is not None
+
     def disable(self, reason: str) -> None:
         """Stop using the kernels for the rest of the process (a launch failed)."""
         self.kernels, self.status = None, f"disabled after an error: {reason}"

@@ -19,7 +19,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .. import backend
 from .._triton import LazyKernels, cdiv
 from .native import ACC_SLOTS, PARAM_SLOTS, SURROGATE_KIND
 
@@ -33,20 +32,8 @@ def triton_available() -> bool:
     return _K.load() is not None
 
 
-def triton_status() -> str:
-    """``"available"`` or why not; after a first failing launch, also why (the torch kernels then run)."""
-    reason = backend.disabled_reason("triton")
-    if reason is not None:
-        return f"disabled by {reason}"
-    _K.load()
-    return _K.status or "unknown"
-
-
-def usable(u: Tensor) -> bool:
-    """Whether the Triton kernels take this sequence (a CUDA float32/float64 tensor, Triton importable)."""
-    return u.is_cuda and u.dtype in (torch.float32, torch.float64) and _K.load() is not None
-
-
+triton_status = _K.status_line  # "available" or why not (after a failing launch, why: the torch kernels then run)
+usable = _K.usable
 disable = _K.disable
 
 

@@ -6,10 +6,8 @@ tensors where Triton is installed (``TRACETORCH_BACKEND=torch``: never); :func:`
 from __future__ import annotations
 
 import torch
-from torch import Tensor
 
 from ...functional.ssm import LOG2E
-from .. import backend
 from .._triton import LazyKernels, cdiv
 
 __all__ = ["triton_scan_status", "usable"]
@@ -18,18 +16,8 @@ BD = 32  # channels per program
 _K = LazyKernels("selective_scan.triton_kernels")
 
 
-def triton_scan_status() -> str:
-    reason = backend.disabled_reason("triton")
-    if reason is not None:
-        return f"disabled by {reason}"
-    _K.load()
-    return _K.status or "unknown"
-
-
-def usable(u: Tensor) -> bool:
-    return u.is_cuda and u.dtype in (torch.float32, torch.float64) and _K.load() is not None
-
-
+triton_scan_status = _K.status_line  # "available" or why not
+usable = _K.usable
 disable = _K.disable
 
 
