@@ -299,6 +299,17 @@ def test_publish_pairs_weights_only_with_their_own_results(tmp_path):
         trained_weights(ctx, part, {"heldout_bpb": 1.61})
 
 
+def test_a_bad_variant_or_a_mistyped_override_is_one_line_not_a_run():
+    """An unknown --variant once ended in a traceback, and a mistyped --set key was merged in silently (a new key
+    the experiment never reads: the run went ahead with the value not applied)."""
+    out = ttexp("run", "byte_lm", "v1", "--variant", "bogus", "--run-dir", "/nonexistent")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines() == [out.stderr.strip()] and "no variant 'bogus' (known: " in out.stderr
+    out = ttexp("run", "byte_lm", "v1", "--variant", "smoke", "--set", "train.setps=10", "--run-dir", "/nonexistent")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "the config has no key 'train.setps'" in out.stderr and "did you mean train.steps" in out.stderr
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

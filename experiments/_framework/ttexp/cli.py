@@ -25,7 +25,7 @@ from types import ModuleType
 import torch
 
 from . import dist
-from .config import load_config
+from .config import ConfigError, load_config
 from .context import Context
 from .files import write_text
 from .results import check_expected, read_results, write_json
@@ -266,4 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.fn(args)
+    try:
+        return args.fn(args)
+    except ConfigError as exc:  # a bad --variant or --set: one line, no traceback
+        print(f"ttexp: {exc}", file=sys.stderr)
+        return 2

@@ -16,7 +16,11 @@ from typing import Any
 
 import tomllib
 
-__all__ = ["Config", "config_hash", "load_config", "parse_override"]
+__all__ = ["Config", "ConfigError", "config_hash", "load_config", "parse_override"]
+
+
+class ConfigError(ValueError):
+    """A config that cannot be resolved as asked: no such variant, an override of a key the config lacks."""
 
 
 @dataclass(frozen=True)
@@ -53,7 +57,7 @@ def parse_override(item: str) -> dict[str, Any]:
     """``"train.steps=200"`` -> ``{"train": {"steps": 200}}`` (the value is parsed as TOML, else a string)."""
     key, sep, value = item.partition("=")
     if not sep or not key.strip():
-        raise ValueError(f"overrides are KEY=VALUE with a dotted key, got {item!r}")
+        raise ConfigError(f"overrides are KEY=VALUE with a dotted key, got {item!r}")
     try:
         parsed = tomllib.loads(f"v = {value}")["v"]
     except tomllib.TOMLDecodeError:
@@ -67,24 +71,46 @@ def parse_override(item: str) -> dict[str, Any]:
     return out
 
 
+def _check_override_key(path: Path, raw: dict[str, Any], item: str) -> None:
+    import difflib
+
+    key = item.partition("=")[0].strip()
+    node: Any = raw
+    walked: list[str] = []
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            where = ".".join(walked) or "the top level"
+            have = sorted(node) if isinstance(node, dict) else []
+            close = difflib.get_close_matches(part, have, n=3)
+            hint = f"; did you mean {', '.join('.'.join([*walked, c]) for c in close)}?" if close else ""
+            raise ConfigError(
+                f"{path}: --set {item!r}: the config has no key {key!r} ({where} has: {', '.join(have) or 'nothing'})"
+                f"{hint}"
+            )
+        node = node[part]
+        walked.append(part)
+
+
 def load_config(path: str | Path, variant: str | None = None, overrides: tuple[str, ...] | list[str] = ()) -> Config:
     """Read ``config.toml``, apply ``variant`` then ``overrides`` (``"train.steps=200"``) and hash the result.
 
-    Raises ``ValueError`` for a missing ``# command:`` header or an unknown variant (naming the known ones).
+    Raises :class:`ConfigError` for a missing ``# command:`` header, an unknown variant (naming the known ones) or an
+    override of a key the config does not have (naming the close ones: a typo is never applied silently).
     """
     path = Path(path)
     text = path.read_text()
     command = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("# command:")), "")
     if not command:
-        raise ValueError(f"{path}: the header must give the exact command in a '# command: ...' line")
+        raise ConfigError(f"{path}: the header must give the exact command in a '# command: ...' line")
     raw = tomllib.loads(text)
     variants = raw.pop("variants", {})
     if variant is not None:
         if variant not in variants:
             known = ", ".join(sorted(variants)) or "none"
-            raise ValueError(f"{path}: no variant {variant!r} (known: {known})")
+            raise ConfigError(f"{path}: no variant {variant!r} (known: {known})")
         raw = _merge(raw, variants[variant])
     for item in overrides:
+        _check_override_key(path, raw, item)
         raw = _merge(raw, parse_override(item))
     resolved = {**raw, "variant": variant}
     if overrides:  # only when given, so that plain configs keep their hash
