@@ -310,6 +310,20 @@ def test_a_bad_variant_or_a_mistyped_override_is_one_line_not_a_run():
     assert "the config has no key 'train.setps'" in out.stderr and "did you mean train.steps" in out.stderr
 
 
+def test_flush_denormal_is_an_option_recorded_in_provenance(tmp_path):
+    """--flush-denormal (subnormals flushed to zero: a spiking LM's step was 9x slower without it, its surrogate
+    gradients underflowing) is a run option like --threads: not in the config hash, recorded in provenance."""
+    from ttexp.cli import build_parser, make_context
+
+    args = build_parser().parse_args(
+        ["run", "byte_lm", "v1", "--variant", "smoke", "--flush-denormal", "--run-dir", str(tmp_path)]
+    )
+    ctx = make_context(args)
+    plain = make_context(build_parser().parse_args(["run", "byte_lm", "v1", "--variant", "smoke"]))
+    assert ctx.config.hash == plain.config.hash
+    assert ctx.provenance()["flush_denormal"] is True and "flush_denormal" not in plain.provenance()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -50,7 +50,12 @@ class Context:
 
     def provenance(self) -> dict[str, Any]:
         return provenance(
-            self.root, config_hash=self.config.hash, seed=self.seed, device=self.device, world_size=self.world_size
+            self.root,
+            config_hash=self.config.hash,
+            seed=self.seed,
+            device=self.device,
+            world_size=self.world_size,
+            flush_denormal=bool(self.options.get("flush_denormal", False)),
         )
 
     def wants(self, part: str) -> bool:

@@ -40,9 +40,12 @@ def _version(name: str) -> str | None:
         return None
 
 
-def provenance(root: str | Path, *, config_hash: str, seed: int, device: str, world_size: int = 1) -> dict[str, Any]:
-    """Everything needed to say where a result came from."""
-    return {
+def provenance(
+    root: str | Path, *, config_hash: str, seed: int, device: str, world_size: int = 1, flush_denormal: bool = False
+) -> dict[str, Any]:
+    """Everything needed to say where a result came from (``flush_denormal``: subnormals flushed to zero, recorded
+    only when on)."""
+    out = {
         "git": git_info(root),
         "config_hash": config_hash,
         "seed": seed,
@@ -57,3 +60,6 @@ def provenance(root: str | Path, *, config_hash: str, seed: int, device: str, wo
         "versions": {name: _version(name) for name in PACKAGES},
         "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    if flush_denormal:
+        out["flush_denormal"] = True
+    return out
