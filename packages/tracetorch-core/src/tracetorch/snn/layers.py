@@ -140,21 +140,18 @@ class SpikingLayer(Layer):
         """One time step. Without autograd (inference, streaming) a lean path with cached parameters runs;
         it computes the same numbers as the reference step."""
         # autocast changes no element-wise op: only a float16/bfloat16 input needs the general path's upcast
-        if (
-            not self.reference_only
-            and not backend.REFERENCE
-            and not torch.is_grad_enabled()
-            and not torch.compiler.is_compiling()
-            and x.dtype not in LOW_PRECISION
-        ):
-            fast = self.__dict__.get("_stream_fast")  # LIB on the native kernel, prepared by a first step
+        if not torch.is_grad_enabled() and not torch.compiler.is_compiling() and x.dtype not in LOW_PRECISION:
+            # LIB on the native kernel, prepared by a first stream_step (so never for a reference_only layer); a
+            # change of backend since then makes fast_native_step decline (its plan's backend generation)
+            fast = self.__dict__.get("_stream_fast")
             if fast is not None:
                 y = fast_native_step(self.__dict__, fast, x)
                 if y is not None:
                     return y
-            y = stream_step(self, x)
-            if y is not None:
-                return y
+            if not self.reference_only and not backend.REFERENCE:
+                y = stream_step(self, x)
+                if y is not None:
+                    return y
         return super().forward(x)
 
     def sequence(self, x_seq: Tensor, state: dict[str, Tensor], params: dict[str, Tensor]) -> tuple[Tensor, Any]:
