@@ -81,3 +81,16 @@ def test_push_and_download_through_a_local_hub(tmp_path, capsys, monkeypatch):
         assert main([*common, "download", "hf-hub:tracetorch/cli@v1"]) == 0
         path = capsys.readouterr().out.strip()
     assert path.endswith(sha) and zoo.file_hashes(path) == zoo.file_hashes(folder)
+
+
+def test_version_and_type_marker(capsys):
+    """``tracetorch-zoo --version`` names the package and its version (one source: ``_version.py``), and the package
+    ships ``py.typed`` so type checkers read its annotations."""
+    from importlib import resources
+
+    from tracetorch_zoo._version import __version__
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"tracetorch-zoo {__version__}"
+    assert resources.files("tracetorch_zoo").joinpath("py.typed").is_file()

@@ -31,6 +31,7 @@ import traceback
 from pathlib import Path
 
 from . import hub
+from ._version import __version__
 from .errors import ZooError
 from .pretrained import list_snapshots, read_config, snapshot_path
 from .registry import get_entry, list_models
@@ -192,6 +193,7 @@ def _temperature(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="tracetorch-zoo", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--version", action="version", version=f"tracetorch-zoo {__version__}")
     ap.add_argument("--endpoint", default=None, help="Hub endpoint (default: the client's, HF_ENDPOINT)")
     ap.add_argument("--token", default=None, help="Hub token (default: the client's, HF_TOKEN)")
     ap.add_argument("--cache-dir", default=None, help="download cache (default: the client's)")
