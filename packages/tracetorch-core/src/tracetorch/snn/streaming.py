@@ -15,6 +15,7 @@ from ..layer import normal_tensors
 from ..ops import backend
 from ..ops.fire import native, native_ok
 from ..ops.fire.flat import flat_plan, variant_of
+from ..ops.fire.records import FLAT_PARAMS, FireParams
 from ..ops.fire.torch_kernel import FireConfig, FireConstants, forward_step
 from ..params import stamp
 
@@ -172,25 +173,11 @@ def _fill_stream_cache(layer: Any, d: dict, x: Tensor, key: tuple, raws: list, s
             p[f"om_{name}"] = 1 - p[name]
     c = None
     if spec.fires:
-        g = p.get
         cfg = FireConfig(spec, spike_fn.mode, spike_fn.surrogate, spike_fn.slope, layer.detach_reset)
-        beta, nbeta = (p["pos_beta"], p["neg_beta"]) if spec.dual else (p["beta"], None)
-        if spec.dual_rec:
-            gamma, ngamma, w, nw = p["pos_gamma"], p["neg_gamma"], p["pos_rec_weight"], p["neg_rec_weight"]
-        else:
-            gamma, ngamma, w, nw = g("gamma"), None, g("rec_weight"), None
-        thr, nthr = (p["threshold"], None) if spec.family == "B" else (p["pos_threshold"], p["neg_threshold"])
-        c = FireConstants(cfg, beta, nbeta, gamma, ngamma, thr, nthr, p["bias"], g("pos_scale"), g("neg_scale"), w, nw)
+        fp = FireParams.of(spec, p)
+        c = FireConstants(cfg, fp)
         if not spec.dual and native_ok(cfg, x):
-            raw = {
-                "beta": beta,
-                "thr": thr,
-                "nthr": nthr,
-                "bias": p["bias"],
-                "kp": g("pos_scale"),
-                "kn": g("neg_scale"),
-            }
-            n = flat_plan(tuple(x.shape), **raw, gamma=gamma, w=w)
+            n = flat_plan(tuple(x.shape), **{k: getattr(fp, k) for k in FLAT_PARAMS})
             if spec.family == "B" and not spec.recurrent:
                 plan = native.StepPlan(n.layout, n.params["beta"], n.params["thr_e"], n.params["neg_thr"])
             else:

@@ -24,10 +24,19 @@ from ...functional.spiking import NeuronSpec
 from .. import backend
 from . import native, triton
 from .flat import variant_of
+from .records import FireParams, FireStates
 from .reference import fire_sequence_ref
 from .torch_kernel import FireConfig, FiringCore
 
-__all__ = ["FireConfig", "choose_kernels", "fire_sequence", "fire_sequence_ref", "native_ok"]
+__all__ = [
+    "FireConfig",
+    "FireParams",
+    "FireStates",
+    "choose_kernels",
+    "fire_sequence",
+    "fire_sequence_ref",
+    "native_ok",
+]
 
 
 def native_ok(cfg: FireConfig, u: Tensor) -> bool:
@@ -70,28 +79,7 @@ def fire_sequence(
     if spec.dual:
         u, dn = u.clamp(min=0), u.clamp(max=0)
 
-    g = p.get
-    if spec.family == "B":
-        thr, nthr = p["threshold"], None
-    else:
-        thr, nthr = p["pos_threshold"], p["neg_threshold"]
-    if spec.dual_rec:
-        gamma, ngamma, w, nw = g("pos_gamma"), g("neg_gamma"), g("pos_rec_weight"), g("neg_rec_weight")
-    else:
-        gamma, ngamma, w, nw = g("gamma"), None, g("rec_weight"), None
-    if spec.dual:
-        beta, nbeta, mem0, nm0 = p["pos_beta"], p["neg_beta"], state["pos_mem"], state["neg_mem"]
-    else:
-        beta, nbeta, mem0, nm0 = p["beta"], None, state["mem"], None
-    if spec.dual_rec:
-        rec0, nr0 = state["pos_rec"], state["neg_rec"]
-    else:
-        rec0, nr0 = state.get("rec"), None
-
-    y, *finals = FiringCore.apply(
-        cfg, u, dn, mem0, nm0, rec0, nr0, beta, nbeta, gamma, ngamma, thr, nthr, p["bias"],
-        g("pos_scale"), g("neg_scale"), w, nw,
-    )  # fmt: skip
+    y, *finals = FiringCore.apply(cfg, u, dn, *FireStates.of(spec, state), *FireParams.of(spec, p))
     fi = iter(finals)
     if spec.dual:
         new["pos_mem"], new["neg_mem"] = next(fi), next(fi)

@@ -13,6 +13,7 @@ from torch import Tensor
 from ...functional.spiking import NeuronSpec
 from ..workspace import give_back_when_dead, take
 from . import native
+from .records import FLAT_PARAMS, FireParams
 
 __all__ = ["FlatPlan", "flat_backward", "flat_forward", "flat_plan", "from_flat", "variant_of"]
 
@@ -52,7 +53,9 @@ def from_flat(acc: Tensor, plan: FlatPlan, step_shape: tuple[int, ...], like: Te
     return acc.reshape(block).sum_to_size(like.shape)
 
 
-def flat_forward(ctx, cfg, need: bool, u: Tensor, mem0: Tensor, rec0: Tensor | None, p: dict, kernels=native) -> tuple:
+def flat_forward(
+    ctx, cfg, need: bool, u: Tensor, mem0: Tensor, rec0: Tensor | None, p: FireParams, kernels=native
+) -> tuple:
     """``FiringCore.forward`` through a whole-sequence kernel (``kernels``: :mod:`.native`, or
     :mod:`.triton` on CUDA): one pass; saves the pre-reset membranes (the backward recomputes
     the spikes from them) and, for R types, the recurrent traces."""
@@ -61,7 +64,7 @@ def flat_forward(ctx, cfg, need: bool, u: Tensor, mem0: Tensor, rec0: Tensor | N
     mem0 = mem0.contiguous()
     rec0 = rec0.contiguous() if spec.recurrent else None
     step_shape = tuple(u.shape[1:])
-    plan = flat_plan(step_shape, **p)
+    plan = flat_plan(step_shape, **{k: getattr(p, k) for k in FLAT_PARAMS})
     Y = native.empty_like_huge(u) if u.device.type == "cpu" else torch.empty_like(u)
     M = take(u) if need else None
     R = take(u) if need and spec.recurrent else None
@@ -69,13 +72,14 @@ def flat_forward(ctx, cfg, need: bool, u: Tensor, mem0: Tensor, rec0: Tensor | N
     recT = torch.empty_like(rec0) if spec.recurrent else None
     kernels.fire_forward(variant_of(spec), u.shape[0], plan.layout, plan.params, u, mem0, rec0, Y, M, R, memT, recT)
     ctx.cfg, ctx.plan, ctx.kernels = cfg, plan, kernels
-    ctx.save_for_backward(M, R, mem0, rec0, *(p[k] for k in _P_ORDER))
+    ctx.save_for_backward(M, R, mem0, rec0, *(getattr(p, k) for k in _P_ORDER))
     give_back_when_dead(ctx, (M, R))
     return (Y, memT, recT) if spec.recurrent else (Y, memT)
 
 
 # the effective parameters of FiringCore's inputs that the native kernels take, with their input positions
-_P_INPUT = {"beta": 7, "gamma": 9, "thr": 11, "nthr": 12, "bias": 13, "kp": 14, "kn": 15, "w": 16}
+# (FiringCore.apply(cfg, u, dn, *FireStates, *FireParams): the parameters start at position 7)
+_P_INPUT = {k: 7 + FireParams._fields.index(k) for k in FLAT_PARAMS}
 _P_ORDER = tuple(_P_INPUT)  # the order they are saved in
 
 

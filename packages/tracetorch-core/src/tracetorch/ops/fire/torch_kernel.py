@@ -33,6 +33,7 @@ from ...functional.spiking import NeuronSpec
 from ..workspace import give_back_when_dead, take
 from . import triton
 from .flat import flat_backward, flat_forward
+from .records import FireParams, FireStates
 
 __all__ = ["FireConfig", "FireConstants", "FiringCore", "forward_step"]
 
@@ -70,8 +71,9 @@ _sigmoid_backward = torch.ops.aten.sigmoid_backward.default  # resolved once: to
 class FireConstants:
     """Per-sequence constants derived from the parameters (shared by forward, backward and streaming)."""
 
-    def __init__(self, cfg: FireConfig, beta, nbeta, gamma, ngamma, thr, nthr, bias, kp, kn, w, nw) -> None:
+    def __init__(self, cfg: FireConfig, p: FireParams) -> None:
         spec = cfg.spec
+        beta, nbeta, gamma, ngamma, thr, nthr, bias, kp, kn, w, nw = p
         self.cfg = cfg
         self.dual, self.rec_on, self.dual_rec = spec.dual, spec.recurrent, spec.dual_rec
         self.tern, self.ts = spec.ternary, spec.family == "TS"
@@ -138,17 +140,17 @@ def forward_step(c: FireConstants, i_pos, i_neg, mem, nm, rec, nr, y, m_pre, nm_
 
 
 class FiringCore(torch.autograd.Function):
-    """Inputs: drives ``u`` (``dn``: negative drive under D) ``[T, ...]``; initial states; parameters (shaped
-    to broadcast). Absent ones are ``None``. Outputs: ``y [T, ...]`` and the final states."""
+    """Inputs: drives ``u`` (``dn``: negative drive under D) ``[T, ...]``, then the fields of the initial
+    :class:`FireStates` and of the :class:`FireParams` (autograd takes tensors as positional inputs only). Absent
+    ones are ``None``. Outputs: ``y [T, ...]`` and the final states."""
 
     @staticmethod
-    def forward(
-        ctx, cfg: FireConfig, u, dn, mem0, nm0, rec0, nr0, beta, nbeta, gamma, ngamma, thr, nthr, bias, kp, kn, w, nw
-    ):
+    def forward(ctx, cfg: FireConfig, u, dn, *states_and_params):
+        s0, p = FireStates(*states_and_params[:4]), FireParams(*states_and_params[4:])
+        mem0, nm0, rec0, nr0 = s0
         need = cfg.grad and any(ctx.needs_input_grad[1:])
         kernels = cfg.kernels
         if kernels is not None:
-            p = {"beta": beta, "gamma": gamma, "thr": thr, "nthr": nthr, "bias": bias, "kp": kp, "kn": kn, "w": w}
             try:
                 return flat_forward(ctx, cfg, need, u, mem0, rec0, p, kernels)
             except Exception as exc:
@@ -159,7 +161,7 @@ class FiringCore(torch.autograd.Function):
                 warnings.warn(f"tracetorch: Triton firing kernels disabled ({exc}); using the torch kernels",
                               RuntimeWarning, stacklevel=2)  # fmt: skip
         ctx.plan = None
-        c = FireConstants(cfg, beta, nbeta, gamma, ngamma, thr, nthr, bias, kp, kn, w, nw)
+        c = FireConstants(cfg, p)
         dual, rec_on, dual_rec = c.dual, c.rec_on, c.dual_rec
         T = u.shape[0]
 
@@ -188,8 +190,7 @@ class FiringCore(torch.autograd.Function):
                 SN[t] = sn
 
         ctx.cfg = cfg
-        ctx.save_for_backward(Y, M, NM, REC, NREC, SP, SN, mem0, nm0, rec0, nr0, beta, nbeta, gamma, ngamma, thr,
-                              nthr, bias, kp, kn, w, nw)  # fmt: skip
+        ctx.save_for_backward(Y, M, NM, REC, NREC, SP, SN, *s0, *p)
         give_back_when_dead(ctx, (M, NM, REC, NREC, SP, SN))
         # Final states must own their memory: under D without ternary spikes the last ``nm`` is a view of the
         # pooled NM buffer, which a later call would overwrite once this graph is freed.
@@ -207,9 +208,11 @@ class FiringCore(torch.autograd.Function):
         if ctx.plan is not None:
             return flat_backward(ctx, gY, g_finals[0], g_finals[1] if len(g_finals) > 1 else None)
         cfg: FireConfig = ctx.cfg
-        (Y, M, NM, REC, NREC, SP, SN, mem0, nm0, rec0, nr0, beta, nbeta, gamma, ngamma, thr, nthr, bias, kp,
-         kn, w, nw) = ctx.saved_tensors  # fmt: skip
-        c = FireConstants(cfg, beta, nbeta, gamma, ngamma, thr, nthr, bias, kp, kn, w, nw)
+        Y, M, NM, REC, NREC, SP, SN, *rest = ctx.saved_tensors
+        mem0, nm0, rec0, nr0 = FireStates(*rest[:4])
+        p = FireParams(*rest[4:])
+        beta, nbeta, gamma, ngamma, thr, nthr, bias, kp, kn, w, nw = p
+        c = FireConstants(cfg, p)
         dual, rec_on, dual_rec, tern, ts = c.dual, c.rec_on, c.dual_rec, c.tern, c.ts
         (n_u, n_dn, n_mem0, n_nm0, n_rec0, n_nr0, n_beta, n_nbeta, n_gamma, n_ngamma, n_thr, n_nthr, n_bias, n_kp,
          n_kn, n_w, n_nw) = ctx.needs_input_grad[1:]  # fmt: skip
