@@ -9,12 +9,13 @@ shape, dtype and metadata field before assigning anything.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import os
 import secrets
 import stat
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
@@ -24,7 +25,16 @@ from torch import Tensor, nn
 from .errors import StateLoadError, StateSaveError
 from .state import Stateful, get_states, named_stateful
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "LoadResult", "load_states", "read_states", "save_states", "write_states"]
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "LoadResult",
+    "atomic_write",
+    "load_states",
+    "read_states",
+    "save_states",
+    "write_states",
+]
 
 FORMAT = "tracetorch.states"
 FORMAT_VERSION = 1
@@ -74,23 +84,37 @@ def write_states(path, states: Mapping[str, Tensor | None], metadata: Mapping[st
 
     if path.suffix not in (".safetensors", ".pt"):
         raise ValueError(f"state files end in .safetensors or .pt, got {path.name!r}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # a fresh name created with 0o666: the kernel applies the umask, as for any new file (mkstemp gives 0600); the
-    # writers may replace the file, so its mode is set again before the rename
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        mode = stat.S_IMODE(os.fstat(fd).st_mode)
-    finally:
-        os.close(fd)
-    try:
+    with atomic_write(path) as tmp:
         if path.suffix == ".safetensors":
             from safetensors.torch import save_file
 
             save_file(tensors, str(tmp), metadata=meta)
         else:
             torch.save({"format": FORMAT, "states": tensors, "metadata": meta}, tmp)
-        os.chmod(tmp, mode)
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | Path, *, suffix: str = ".tmp", mode: int | None = None) -> Iterator[Path]:
+    """Yield a fresh temporary path beside ``path``; write it inside the block, and on a normal exit it is synced to
+    disk and renamed to ``path`` in one step, so the file appears complete or not at all. On any exception (Ctrl-C
+    included) the temporary file is removed and ``path`` is left as it was.
+
+    The temporary name is unique per call (two writers never share it) and ends in ``suffix`` (for writers that
+    choose a format by extension). The file gets ``mode``, or by default the mode of any new file under the umask
+    (``mkstemp`` would give 0600). Used for state files here, and by the zoo and the experiments for everything they
+    write.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}{suffix}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the kernel applies the umask
+    try:
+        umask_mode = stat.S_IMODE(os.fstat(fd).st_mode)
+    finally:
+        os.close(fd)
+    try:
+        yield tmp
+        os.chmod(tmp, umask_mode if mode is None else mode)  # a writer may have replaced the file
         fd = os.open(tmp, os.O_RDONLY)
         try:
             os.fsync(fd)  # complete on disk before the rename makes it the file

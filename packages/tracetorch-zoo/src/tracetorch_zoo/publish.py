@@ -18,6 +18,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from tracetorch.state_io import atomic_write
+
 from .hub import push_to_hub
 from .pretrained import save_pretrained, verify_golden
 from .registry import make_entry
@@ -124,8 +126,6 @@ def _replace_tree(source: Path, dest: Path) -> None:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.chmod(0o644)
-    os.replace(tmp, path)
+    """``text`` to ``path``, complete or not at all, readable by everyone once installed."""
+    with atomic_write(path, mode=0o644) as tmp:
+        tmp.write_text(text)
