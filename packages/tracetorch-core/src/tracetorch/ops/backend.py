@@ -162,7 +162,7 @@ def explain(layer, x) -> dict[str, str]:
 
 def _explain_spiking(layer, x) -> tuple[str, str]:
     from ..functional.spike import SpikeFunction
-    from .fire import FireConfig, choose_kernels, native
+    from .fire import FireConfig, why_not_flat
     from .fire.flat import variant_of
 
     spec, spike_fn = layer.spec, layer.spike_fn
@@ -171,33 +171,13 @@ def _explain_spiking(layer, x) -> tuple[str, str]:
     if not isinstance(spike_fn, SpikeFunction):
         return "reference step loop (a custom spike callable)", "reference step (a custom spike callable)"
     cfg = FireConfig(spec, spike_fn.mode, spike_fn.surrogate, spike_fn.slope, layer.detach_reset)
-    kernels = choose_kernels(cfg, x.unsqueeze(0))
-    dtype = str(x.dtype).removeprefix("torch.")
-    if kernels is native:
-        where = f"variant {variant_of(spec)}, {dtype}"
-        step = "native streaming step (tracetorch.ops.fire.native)" if not spec.synaptic else None
-        return f"native C kernel (tracetorch.ops.fire.native, {where})", step or (
-            "streaming engine (tracetorch.snn.streaming): synaptic stage in torch, then the native step kernel"
-        )
-    if kernels is not None:
-        return "Triton kernel (tracetorch.ops.fire.triton)", "streaming engine (tracetorch.snn.streaming), torch ops"
-    if spec.dual:
-        why = "dual types have no native or Triton kernel"
-    elif spike_fn.mode != "heaviside":
-        why = f"spike mode {spike_fn.mode!r} (the flat kernels do Heaviside spikes)"
-    elif (reason := disabled_reason("native" if x.device.type == "cpu" else "triton")) is not None:
-        why = f"{reason} forbids the flat kernels"
-    elif x.device.type == "cpu" and x.dtype not in (torch_float := _float_types()):
-        why = f"{dtype} (the native kernels take {', '.join(str(t).removeprefix('torch.') for t in torch_float)})"
-    elif x.device.type == "cpu":
-        why = f"native kernels {native.native_status()}"
-    else:
-        why = "Triton is not usable here"
-    step = "streaming engine (tracetorch.snn.streaming), torch ops"
-    return f"torch kernel (tracetorch.ops.fire.torch_kernel): {why}", step
-
-
-def _float_types():
-    import torch
-
-    return (torch.float32, torch.float64)
+    why = why_not_flat(cfg, x.unsqueeze(0))  # the chooser's own reasons (ops.fire.choose_kernels)
+    stream = "streaming engine (tracetorch.snn.streaming), torch ops"
+    if why is not None:
+        return f"torch kernel (tracetorch.ops.fire.torch_kernel): {why}", stream
+    if x.device.type != "cpu":
+        return "Triton kernel (tracetorch.ops.fire.triton)", stream
+    scan = f"native C kernel (tracetorch.ops.fire.native, variant {variant_of(spec)}, {str(x.dtype)[6:]})"
+    if spec.synaptic:
+        return scan, "streaming engine (tracetorch.snn.streaming): synaptic stage in torch, then the native step kernel"
+    return scan, "native streaming step (tracetorch.ops.fire.native)"

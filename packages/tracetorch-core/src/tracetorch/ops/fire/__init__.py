@@ -36,29 +36,45 @@ __all__ = [
     "fire_sequence",
     "fire_sequence_ref",
     "native_ok",
+    "why_not_flat",
 ]
 
 
+NATIVE_DTYPES = (torch.float32, torch.float64)
+
+
+def why_not_flat(cfg: FireConfig, u: Tensor) -> str | None:
+    """Why the flat kernels (native C on the CPU, Triton on CUDA) do not take this call, or ``None`` when they do:
+    they cover the single-branch firing types (B, T or TS, with or without R) with Heaviside spikes, where the
+    backend allows them (:mod:`tracetorch.ops.backend`), in float32/64, once built or importable."""
+    if cfg.spec.dual:
+        return "dual types have no native or Triton kernel"
+    if cfg.mode != "heaviside":
+        return f"spike mode {cfg.mode!r} (the flat kernels do Heaviside spikes)"
+    cpu = u.device.type == "cpu"
+    reason = backend.disabled_reason("native" if cpu else "triton")
+    if reason is not None:
+        return f"{reason} forbids the flat kernels"
+    if not cpu:
+        return None if triton.usable(u) else f"Triton does not take it ({triton.triton_status()})"
+    if u.dtype not in NATIVE_DTYPES:
+        return f"{str(u.dtype).removeprefix('torch.')} (the native kernels take float32 and float64)"
+    if native.variant_kernels(variant_of(cfg.spec), u.dtype) is None:
+        return f"no native kernel of variant {variant_of(cfg.spec)} here (native kernels: {native.native_status()})"
+    return None
+
+
 def native_ok(cfg: FireConfig, u: Tensor) -> bool:
-    """Whether the native kernels cover this call (a single-branch firing type: B, T or TS, with or without R;
-    Heaviside; float32/64 on the CPU), the backend allows them (:mod:`tracetorch.ops.backend`) and they are loaded
-    (:mod:`.native`)."""
-    if cfg.spec.dual or cfg.mode != "heaviside" or not backend.allows("native"):
-        return False
-    if u.device.type != "cpu" or u.dtype not in (torch.float32, torch.float64):
-        return False
-    return native.variant_kernels(variant_of(cfg.spec), u.dtype) is not None
+    """Whether the native kernels take this call (:func:`why_not_flat`, on the CPU)."""
+    return u.device.type == "cpu" and why_not_flat(cfg, u) is None
 
 
 def choose_kernels(cfg: FireConfig, u: Tensor):
-    """The whole-sequence kernels that cover this call, or ``None`` (then the torch kernels below run): the native
-    C ones on the CPU (:func:`native_ok`), the Triton ones on CUDA (:mod:`.triton`); both for
-    the single-branch firing types with Heaviside spikes."""
-    if u.device.type == "cpu":
-        return native if native_ok(cfg, u) else None
-    if cfg.spec.dual or cfg.mode != "heaviside" or not backend.allows("triton") or not triton.usable(u):
+    """The flat kernels that take this call, :mod:`.native` on the CPU or :mod:`.triton` on CUDA, or ``None``: then
+    the torch kernel runs (:func:`why_not_flat` says why)."""
+    if why_not_flat(cfg, u) is not None:
         return None
-    return triton
+    return native if u.device.type == "cpu" else triton
 
 
 def fire_sequence(
