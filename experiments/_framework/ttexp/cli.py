@@ -110,9 +110,14 @@ def render(mod: ModuleType, results: dict, results_dir: Path) -> None:
         mod.plots(results, results_dir)
 
 
+def experiment_parts(mod: ModuleType, ctx: Context) -> list[str]:
+    """The experiment's parts (``mod.parts(ctx)``; none for a one-part experiment without that function)."""
+    return list(mod.parts(ctx)) if hasattr(mod, "parts") else []
+
+
 def check_only(mod: ModuleType, ctx: Context) -> None:
-    """``--only`` may name only the experiment's parts (``mod.parts(ctx)``)."""
-    names = list(mod.parts(ctx)) if hasattr(mod, "parts") else []
+    """``--only`` may name only the experiment's parts."""
+    names = experiment_parts(mod, ctx)
     unknown = set(ctx.only or []) - set(names)
     if unknown:
         raise SystemExit(f"{ctx.name}: unknown part(s) {sorted(unknown)}; parts: {names}")
@@ -205,7 +210,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
     ctx = make_context(args)
     mod = load_experiment(args.name)
-    parts = list(mod.parts(ctx)) if hasattr(mod, "parts") else []
+    parts = experiment_parts(mod, ctx)
     base = [sys.executable, "-m", "ttexp", "run", args.name, args.version]
     if args.variant:
         base += ["--variant", args.variant]
