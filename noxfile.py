@@ -59,8 +59,9 @@ def install(
 def tests(session: nox.Session) -> None:
     """Test suites of the zoo and the core (pytest, each with its own config). Extra pytest arguments pass
     through: ``nox -s tests -- -k scan``."""
-    # matplotlib: the core's plot extra is tested too
-    install(session, "pytest>=7", "matplotlib>=3.5", editable=(CORE, ZOO))
+    # matplotlib and the onnx packages: the core's plot and onnx extras are tested too
+    onnx = ("onnx>=1.16", "onnxscript>=0.3", "onnxruntime>=1.18")
+    install(session, "pytest>=7", "matplotlib>=3.5", *onnx, editable=(CORE, ZOO))
     session.run("pytest", str(ZOO / "tests"), *session.posargs)
     session.run("pytest", str(CORE / "tests"), *session.posargs)
 

@@ -12,9 +12,9 @@ sequence with ``scan``, and can zero, detach, save and load them::
     model.zero_states()                           # next, unrelated sequence
 """
 
-from . import encoders, functional, online, ops, params, rnn, snn, ssm
+from . import encoders, export, functional, online, ops, params, rnn, snn, ssm
 from ._version import __version__
-from .errors import StateError, StateLoadError, StateSaveError
+from .errors import ExportError, StateError, StateLoadError, StateSaveError
 from .layer import Layer, step_loop
 from .model import Model
 from .scan import scan
@@ -22,6 +22,7 @@ from .state import Stateful, detach_states, get_states, named_stateful, zero_sta
 from .state_io import LoadResult, load_states, read_states, save_states, write_states
 
 __all__ = [
+    "ExportError",
     "Layer",
     "LoadResult",
     "Model",
@@ -32,6 +33,7 @@ __all__ = [
     "__version__",
     "detach_states",
     "encoders",
+    "export",
     "functional",
     "get_states",
     "load_states",

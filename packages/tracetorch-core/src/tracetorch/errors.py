@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["StateError", "StateLoadError", "StateSaveError"]
+__all__ = ["ExportError", "StateError", "StateLoadError", "StateSaveError"]
 
 
 class StateError(RuntimeError):
@@ -24,3 +24,9 @@ class StateLoadError(ValueError):
 class StateSaveError(ValueError):
     """A state snapshot cannot be written: a value that is neither a tensor nor ``None``, or a tensor without data
     to write (on the meta device, or not strided). Nothing is written: an existing file stays as it was."""
+
+
+class ExportError(RuntimeError):
+    """A stateful model cannot be exported as asked: exporting or tracing a layer with its hidden states inside it
+    (they would be frozen into the graph), or an export of its step that failed. Use :mod:`tracetorch.export`,
+    which makes the states graph inputs and outputs."""

@@ -175,6 +175,10 @@ class Layer(ConstrainedParameters, Stateful):
         values = []
         states = self._states
         compiling = torch.compiler.is_compiling()  # dynamo cannot trace is_inference()
+        if (compiling and torch.compiler.is_exporting()) or torch.jit.is_tracing():
+            from .export import refuse_frozen_states
+
+            refuse_frozen_states(self)  # the states would become constants of the graph
         for name, s in states.items():
             want = self.state_shape(name, input_shape)
             if s is None:

@@ -90,6 +90,7 @@ class _Recurrent(Layer):
                 h.requires_grad or not torch.is_grad_enabled() or torch.compiler.is_compiling() or not h.is_inference()
             )
             and all(v is not None for v in states.values())
+            and not (torch.compiler.is_exporting() or torch.jit.is_tracing())  # Layer.forward refuses those
         ):
             y, new = self._flat_step(x, states, self.params(2))
             states.update(new)
