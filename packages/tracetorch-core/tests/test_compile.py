@@ -9,7 +9,7 @@ from torch import nn
 
 import tracetorch as tt
 from tracetorch import functional as F
-from tracetorch import snn
+from tracetorch import rnn, snn
 
 
 @pytest.fixture(autouse=True)
@@ -66,3 +66,22 @@ def test_pure_step_function_compiles_with_inductor(name):
     assert torch.equal(y1, y2) and y1.abs().sum() > 0
     for k in st1:
         torch.testing.assert_close(st1[k], st2[k])
+
+
+@pytest.mark.parametrize("cls", [rnn.LSTM, rnn.GRU, rnn.SimpleRNN])
+def test_recurrent_scan_compiles_fullgraph_and_trains(cls):
+    """ATen's fused sequence ops do not trace; a compiled scan runs the same cells as a step loop instead."""
+    compiled_layer, eager = cls(6, 12), cls(6, 12)
+    compiled_layer.load_state_dict(eager.state_dict())
+    x = torch.randn(10, 3, 6)
+    tt.load_states(compiled_layer, {"h": torch.randn(3, 12), **({"c": torch.randn(3, 12)} if cls is rnn.LSTM else {})})
+    tt.load_states(eager, compiled_layer.save_states())
+    y = torch.compile(compiled_layer.scan, fullgraph=True, backend="aot_eager")(x)
+    y.square().sum().backward()
+    want = eager.scan(x)
+    want.square().sum().backward()
+    torch.testing.assert_close(y, want)
+    for (k, a), (_, b) in zip(compiled_layer.get_states().items(), eager.get_states().items(), strict=True):
+        torch.testing.assert_close(a, b, msg=k)
+    for (k, a), (_, b) in zip(compiled_layer.named_parameters(), eager.named_parameters(), strict=True):
+        torch.testing.assert_close(a.grad, b.grad, msg=k)

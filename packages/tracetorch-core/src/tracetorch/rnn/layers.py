@@ -107,7 +107,9 @@ class _Recurrent(Layer):
         return features_back(y, shape, d), {k: features_back(v, shape, d) for k, v in new.items()}
 
     def sequence(self, x_seq: Tensor, state: dict[str, Tensor], params: dict[str, Tensor]) -> tuple[Tensor, Any]:
-        if self.reference_only or backend.REFERENCE:  # ATen's fused sequence op knows only the library's cells
+        # ATen's fused sequence op knows only the library's cells; and dynamo cannot trace it (torch.compile's
+        # graph gets the step loop of the same cells instead: the same math, unrolled over T)
+        if self.reference_only or backend.REFERENCE or torch.compiler.is_compiling():
             return super().sequence(x_seq, state, params)
         d = self.feature_dim(x_seq.ndim - 1)  # negative: the same axis in the sequence
         t = x_seq.shape[0]
