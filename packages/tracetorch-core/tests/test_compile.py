@@ -85,3 +85,68 @@ def test_recurrent_scan_compiles_fullgraph_and_trains(cls):
         torch.testing.assert_close(a, b, msg=k)
     for (k, a), (_, b) in zip(compiled_layer.named_parameters(), eager.named_parameters(), strict=True):
         torch.testing.assert_close(a.grad, b.grad, msg=k)
+
+
+def _graph_ops(make, x):
+    """Compile ``make().scan`` with fullgraph=True; return the layer, the output and the ops in dynamo's graph."""
+    seen = []
+
+    def record(gm, example_inputs):
+        seen.extend(str(n.target) for n in gm.graph.nodes if n.op == "call_function")
+        return gm
+
+    layer = make()
+    y = torch.compile(layer.scan, fullgraph=True, backend=record)(x)
+    return layer, y, seen
+
+
+@pytest.mark.parametrize("name", ["LIB", "RLIB", "SLIT", "SRLITS", "DLIB", "DSRLITS", "LI"])
+def test_spiking_scan_compiles_fullgraph_with_native_kernels_kept(name):
+    """Single-branch firing types keep the native C kernels in the graph as one custom op (tracetorch::fire_native)
+    with the eager numbers bit for bit (outputs, final states, gradients); dual types trace their step loop."""
+    from tracetorch.ops import fire
+
+    cls = getattr(snn, name)
+    eager = cls(16)
+    x = torch.randn(10, 3, 16) * 2
+    start = {k: torch.randn(3, 16) for k in eager.state_names}
+    eager.load_states(start)
+
+    def make():
+        layer = cls(16)
+        layer.load_state_dict(eager.state_dict())
+        layer.load_states(start)
+        return layer
+
+    compiled_layer, y, ops = _graph_ops(make, x)
+    natively = eager.spec.fires and fire.compiles_natively(eager.spec, x, eager.spike_fn, eager.detach_reset)
+    assert ("tracetorch.fire_native.default" in ops) == natively, ops
+    assert natively == (name in ("LIB", "RLIB", "SLIT", "SRLITS")) or not fire.native.native_available()
+    y.square().sum().backward()
+    want = eager.scan(x)
+    want.square().sum().backward()
+    exact = natively or name == "LI"  # the step loop's autograd sums gradients in another order than the kernel
+    check = torch.equal if exact else (lambda a, b: torch.allclose(a, b, rtol=1e-5, atol=1e-5))
+    assert check(y, want)
+    for (k, a), (_, b) in zip(compiled_layer.get_states().items(), eager.get_states().items(), strict=True):
+        assert check(a, b), k
+    for (k, a), (_, b) in zip(compiled_layer.named_parameters(), eager.named_parameters(), strict=True):
+        assert check(a.grad, b.grad), k
+
+
+def test_native_custom_op_passes_opcheck():
+    """torch.library.opcheck: the fake (shape) implementation, the schema and the autograd registration agree with
+    the real kernel."""
+    from tracetorch.ops import fire
+
+    if not fire.native.native_available():
+        pytest.skip(f"native kernels unavailable: {fire.native.native_status()}")
+    u = torch.randn(6, 2, 8) * 2
+    mem0, rec0 = torch.randn(2, 8), torch.randn(2, 8)
+    beta, gamma, w = torch.rand(8) * 0.8 + 0.1, torch.rand(8) * 0.8 + 0.1, torch.randn(8)
+    thr, bias = torch.rand(8) + 0.5, torch.randn(8) * 0.1
+    args = [u, mem0, rec0, beta, gamma, thr, None, bias, None, None, w]
+    for t in args:
+        if t is not None:
+            t.requires_grad_(True)
+    torch.library.opcheck(torch.ops.tracetorch.fire_native.default, (*args, "RLIB", True, 4.0, "sigmoid", False))

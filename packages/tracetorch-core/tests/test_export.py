@@ -157,3 +157,20 @@ def test_onnx_step_runs_in_onnxruntime_like_eager(name, tmp_path):
         torch.testing.assert_close(torch.stack(ys), want_y, rtol=1e-4, atol=1e-4)
         for key, s in zip(fn.state_keys, states, strict=True):
             torch.testing.assert_close(torch.from_numpy(s), want_states[key], rtol=1e-4, atol=1e-4, msg=key)
+
+
+def test_readme_export_block_runs(tmp_path, monkeypatch):
+    pytest.importorskip("onnxscript")
+    from pathlib import Path
+
+    readme = Path(__file__).resolve().parents[3] / "README.md"
+    block = readme.read_text().split("<!-- export:start -->", 1)[1].split("<!-- export:end -->", 1)[0]
+    code = block.split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        exec(compile(code, "README export block", "exec"), namespace)
+    assert (tmp_path / "step.onnx").stat().st_size > 0
+    fn = namespace["fn"]
+    assert fn.input_names == ["x", "state_1_mem", "state_3_mem"] and namespace["y"].shape == (8, 4)

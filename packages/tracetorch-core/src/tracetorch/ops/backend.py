@@ -23,6 +23,8 @@ import threading
 import warnings
 from collections.abc import Iterator
 
+import torch
+
 __all__ = ["BACKENDS", "allows", "backend", "explain", "set_backend", "use_backend"]
 
 BACKENDS = ("auto", "torch", "reference")
@@ -62,7 +64,13 @@ def _init() -> None:
 def backend() -> str:
     """The backend in force: ``"auto"``, ``"torch"`` or ``"reference"``."""
     if _name is None:
-        _init()
+        return _first_read()
+    return _name
+
+
+@torch.compiler.assume_constant_result  # compiled code runs it while tracing: dynamo cannot trace the lock
+def _first_read() -> str:
+    _init()
     return _name  # type: ignore[return-value]
 
 

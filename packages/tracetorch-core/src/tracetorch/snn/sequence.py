@@ -12,11 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from ..functional.spike import SpikeFunction
 from ..functional.spiking import NeuronSpec
-from ..ops.fire import fire_sequence
+from ..ops.fire import compiles_natively, fire_sequence
 from ..ops.linear_scan import linear_scan
 
 __all__ = ["ema_scan", "fused_sequence", "li_membrane_sequence", "synapse_sequence"]
@@ -37,6 +38,8 @@ def fused_sequence(
             return None
         if any(t.dtype != x_seq.dtype for t in (*state.values(), *params.values())):
             return None
+        if torch.compiler.is_compiling() and not compiles_natively(spec, x_seq, spike_fn, detach_reset):
+            return None  # compiled graphs trace the step loop, or keep the native kernels as one custom op
     new: dict[str, Tensor] = {}
     u = synapse_sequence(spec, x_seq, state, params, new)
     if spec.fires:

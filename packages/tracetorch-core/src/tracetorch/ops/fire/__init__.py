@@ -8,6 +8,7 @@ sequence ``u`` ``[T, ...]``, one autograd node (the synaptic stage and the LI ty
   backward (any type, any spike function);
 * ``flat.py``: the glue of the two flat kernels below (parameter packs, autograd);
 * ``native.py``, ``native_lif.c``, ``native_fire.inc``: C kernels for the CPU, built on first use and cached;
+  ``custom_ops.py`` registers them as ``torch.library`` ops, which compiled graphs use (``tracetorch::fire_native``);
 * ``triton.py``, ``triton_kernels.py``: Triton kernels for CUDA.
 
 :func:`choose_kernels` is the one place that picks among them, within what the backend allows
@@ -23,6 +24,7 @@ from ...functional.spike import SpikeFunction
 from ...functional.spiking import NeuronSpec
 from .. import backend
 from . import native, triton
+from .custom_ops import fire_native_compiled
 from .flat import variant_of
 from .records import FireParams, FireStates
 from .reference import fire_sequence_ref
@@ -33,6 +35,7 @@ __all__ = [
     "FireParams",
     "FireStates",
     "choose_kernels",
+    "compiles_natively",
     "fire_sequence",
     "fire_sequence_ref",
     "native_ok",
@@ -59,7 +62,7 @@ def why_not_flat(cfg: FireConfig, u: Tensor) -> str | None:
         return None if triton.usable(u) else f"Triton does not take it ({triton.triton_status()})"
     if u.dtype not in NATIVE_DTYPES:
         return f"{str(u.dtype).removeprefix('torch.')} (the native kernels take float32 and float64)"
-    if native.variant_kernels(variant_of(cfg.spec), u.dtype) is None:
+    if not native.has_variant(variant_of(cfg.spec), u.dtype):
         return f"no native kernel of variant {variant_of(cfg.spec)} here (native kernels: {native.native_status()})"
     return None
 
@@ -77,6 +80,13 @@ def choose_kernels(cfg: FireConfig, u: Tensor):
     return native if u.device.type == "cpu" else triton
 
 
+def compiles_natively(spec: NeuronSpec, u: Tensor, spike_fn: SpikeFunction, detach_reset: bool) -> bool:
+    """Whether a compiled graph runs this call on the native kernels (their custom op, ``tracetorch::fire_native``);
+    otherwise a compiled ``scan`` traces the layer's step loop (the torch kernel's buffer pool does not trace)."""
+    cfg = FireConfig(spec, spike_fn.mode, spike_fn.surrogate, spike_fn.slope, bool(detach_reset))
+    return choose_kernels(cfg, u) is native
+
+
 def fire_sequence(
     spec: NeuronSpec,
     u: Tensor,
@@ -91,6 +101,10 @@ def fire_sequence(
     grad = torch.is_grad_enabled()
     cfg = FireConfig(spec, spike_fn.mode, spike_fn.surrogate, spike_fn.slope, bool(detach_reset), grad)
     cfg = cfg._replace(kernels=choose_kernels(cfg, u))
+    if torch.compiler.is_compiling():  # dynamo traces neither ctypes calls nor FiringCore's buffer pool
+        if cfg.kernels is not native:
+            raise RuntimeError("fire_sequence: compiled calls take the native kernels only (see compiles_natively)")
+        return fire_native_compiled(spec, u, state, p, spike_fn, detach_reset, new)
     dn = None
     if spec.dual:
         u, dn = u.clamp(min=0), u.clamp(max=0)

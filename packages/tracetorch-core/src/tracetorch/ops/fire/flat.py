@@ -15,7 +15,7 @@ from ..workspace import give_back_when_dead, take
 from . import native
 from .records import FLAT_PARAMS, FireParams
 
-__all__ = ["FlatPlan", "flat_backward", "flat_forward", "flat_plan", "from_flat", "variant_of"]
+__all__ = ["FlatPlan", "flat_backward", "flat_forward", "flat_gradients", "flat_plan", "from_flat", "variant_of"]
 
 
 def variant_of(spec: NeuronSpec) -> str:
@@ -84,13 +84,30 @@ _P_ORDER = tuple(_P_INPUT)  # the order they are saved in
 
 
 def flat_backward(ctx, gY: Tensor | None, g_memT: Tensor | None, g_recT: Tensor | None) -> tuple:
-    cfg = ctx.cfg  # a torch_kernel.FireConfig
-    spec = cfg.spec
-    plan: FlatPlan = ctx.plan
+    """``FiringCore.backward`` through the flat kernels: the gradients of :func:`flat_gradients` at
+    ``FiringCore``'s input positions."""
     M, R, mem0, rec0, *ps = ctx.saved_tensors
     p = dict(zip(_P_ORDER, ps, strict=True))
     needs = ctx.needs_input_grad
     want = {k: needs[i] and p[k] is not None for k, i in _P_INPUT.items()}
+    want |= {"u": needs[1], "mem0": needs[3], "rec0": ctx.cfg.spec.recurrent and needs[5]}
+    g = flat_gradients(ctx.cfg, ctx.plan, ctx.kernels, M, R, mem0, rec0, p, want, gY, g_memT, g_recT)
+    grads: list[Tensor | None] = [None] * 18
+    for name, i in (("u", 1), ("mem0", 3), ("rec0", 5), *_P_INPUT.items()):
+        grads[i] = g.get(name)
+    return tuple(grads)
+
+
+def flat_gradients(
+    cfg, plan: FlatPlan, kernels, M: Tensor, R: Tensor | None, mem0: Tensor, rec0: Tensor | None,
+    p: dict[str, Tensor | None], want: dict[str, bool], gY: Tensor | None, g_memT: Tensor | None,
+    g_recT: Tensor | None,
+) -> dict[str, Tensor]:  # fmt: skip
+    """The backward of :func:`flat_forward`'s pass: from the saved pre-reset membranes ``M`` (and traces ``R``),
+    the gradients ``want`` asks for by name (``u``, ``mem0``, ``rec0`` and the :data:`FLAT_PARAMS` in ``p``, the
+    effective parameters), shaped like their inputs. ``cfg``: a ``FireConfig`` (spec, slope, surrogate,
+    detach_reset)."""
+    spec = cfg.spec
     step_shape = tuple(M.shape[1:])
     P = plan.layout[1]
     tern = spec.ternary
@@ -110,10 +127,10 @@ def flat_backward(ctx, gY: Tensor | None, g_memT: Tensor | None, g_recT: Tensor 
     gY = torch.zeros_like(M) if gY is None else gY.contiguous()
     g_memT = None if g_memT is None else g_memT.contiguous()
     g_recT = None if g_recT is None else g_recT.contiguous()
-    gU = (native.empty_like_huge(M) if dev.type == "cpu" else torch.empty_like(M)) if needs[1] else None
+    gU = (native.empty_like_huge(M) if dev.type == "cpu" else torch.empty_like(M)) if want["u"] else None
     g_mem0 = torch.empty(step_shape, dtype=M.dtype, device=dev)
     g_rec0 = torch.empty(step_shape, dtype=M.dtype, device=dev) if spec.recurrent else None
-    ctx.kernels.fire_backward(
+    kernels.fire_backward(
         variant_of(spec), plan.layout, plan.params, cfg.slope, cfg.surrogate, cfg.detach_reset, gY, M, R, mem0, rec0,
         g_memT, g_recT, gU, g_mem0, g_rec0, accs,
     )  # fmt: skip
@@ -121,25 +138,27 @@ def flat_backward(ctx, gY: Tensor | None, g_memT: Tensor | None, g_recT: Tensor 
     def back(acc: Tensor, name: str) -> Tensor:
         return from_flat(acc, plan, step_shape, p[name])
 
-    grads: list[Tensor | None] = [None] * 18
-    grads[1] = gU
-    grads[3] = g_mem0.sum_to_size(mem0.shape) if needs[3] else None
-    if spec.recurrent and needs[5]:
-        grads[5] = g_rec0.sum_to_size(rec0.shape)
+    grads: dict[str, Tensor] = {}
+    if gU is not None:
+        grads["u"] = gU
+    if want["mem0"]:
+        grads["mem0"] = g_mem0.sum_to_size(mem0.shape)
+    if spec.recurrent and want["rec0"]:
+        grads["rec0"] = g_rec0.sum_to_size(rec0.shape)
     if want["beta"]:
-        grads[7] = back(accs["beta"], "beta")
+        grads["beta"] = back(accs["beta"], "beta")
     if want["gamma"]:
-        grads[9] = back(accs["gamma"], "gamma")
+        grads["gamma"] = back(accs["gamma"], "gamma")
     if want["thr"]:
-        grads[11] = back(accs["vp"] + accs["rp"], "thr").neg_()
+        grads["thr"] = back(accs["vp"] + accs["rp"], "thr").neg_()
     if want["nthr"]:
-        grads[12] = back(accs["rn"] - accs["vn"], "nthr")
+        grads["nthr"] = back(accs["rn"] - accs["vn"], "nthr")
     if want["bias"]:
-        grads[13] = back(accs["vp"] - accs["vn"] if tern else accs["vp"], "bias")
+        grads["bias"] = back(accs["vp"] - accs["vn"] if tern else accs["vp"], "bias")
     if want["kp"]:
-        grads[14] = back(accs["kp"], "kp")
+        grads["kp"] = back(accs["kp"], "kp")
     if want["kn"]:
-        grads[15] = back(accs["kn"], "kn")
+        grads["kn"] = back(accs["kn"], "kn")
     if want["w"]:
-        grads[16] = back(accs["w"], "w")
-    return tuple(grads)
+        grads["w"] = back(accs["w"], "w")
+    return grads

@@ -322,6 +322,12 @@ def variant_kernels(variant: str, dtype: torch.dtype) -> tuple | None:
     return getattr(lib, f"tt_fire_fwd_{sfx}_{variant}"), getattr(lib, f"tt_fire_bwd_{sfx}_{variant}")
 
 
+@torch.compiler.assume_constant_result  # compiled code asks while tracing: dynamo cannot trace the build's lock
+def has_variant(variant: str, dtype: torch.dtype) -> bool:
+    """Whether the kernels of ``variant`` for ``dtype`` are here (:func:`variant_kernels`, built on first use)."""
+    return variant_kernels(variant, dtype) is not None
+
+
 _HUGE_MIN = 8 << 20
 
 
