@@ -94,3 +94,73 @@ def test_version_and_type_marker(capsys):
         main(["--version"])
     assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"tracetorch-zoo {__version__}"
     assert resources.files("tracetorch_zoo").joinpath("py.typed").is_file()
+
+
+def _fresh_python(code: str) -> str:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    return out.stdout
+
+
+def test_help_version_and_list_do_not_import_torch():
+    """The help, the version and the listing need no model: they must not pay torch's import (seconds)."""
+    code = (
+        "import sys, contextlib, io\n"
+        "from tracetorch_zoo.cli import main\n"
+        "for argv in (['--help'], ['generate', '--help'], ['--version'], ['list']):\n"
+        "    with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+        "        main(argv)\n"
+        "print(sorted(m for m in ('torch', 'tracetorch', 'huggingface_hub') if m in sys.modules))\n"
+    )
+    assert _fresh_python(code).strip() == "[]"
+
+
+def test_lazy_package_still_loads_and_builds():
+    """``import tracetorch_zoo`` is lazy; its names, submodules and the built-in architectures resolve on use."""
+    code = (
+        "import sys\nimport tracetorch_zoo as zoo\n"
+        "print('torch' in sys.modules, 'bytelm-mamba' in zoo.architecture_names(), zoo.bytelm.MambaByteLM.__name__)\n"
+    )
+    assert _fresh_python(code).split() == ["False", "True", "MambaByteLM"]
+
+
+def test_every_argument_has_help_and_hub_options_go_anywhere(monkeypatch):
+    import argparse
+
+    from tracetorch_zoo.cli import build_parser
+
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in [("", parser), *subparsers.choices.items()]:
+        for action in sub._actions:
+            if not isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
+                assert action.help, f"{name or 'tracetorch-zoo'} {action.dest} has no help text"
+    before = parser.parse_args(["--endpoint", "http://a", "list"])
+    after = parser.parse_args(["list", "--endpoint", "http://b", "--cache-dir", "c"])
+    neither = parser.parse_args(["list"])
+    assert (before.endpoint, after.endpoint, after.cache_dir, neither.endpoint) == ("http://a", "http://b", "c", None)
+
+
+def test_interrupt_and_unexpected_errors_are_one_line(monkeypatch, capsys):
+    import tracetorch_zoo.cli as cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    def buggy(args):
+        raise RuntimeError("boom\nsecond line")
+
+    def user_error(args):
+        raise tt.StateError("the batch size changed mid-stream")
+
+    for fn, status, expected in (
+        (interrupted, 130, "tracetorch-zoo: interrupted"),
+        (buggy, 1, "tracetorch-zoo: unexpected RuntimeError: boom second line (a bug in tracetorch-zoo?"),
+        (user_error, 1, "tracetorch-zoo: the batch size changed mid-stream"),
+    ):
+        monkeypatch.setattr(cli, "_cmd_list", fn)
+        assert cli.main(["list"]) == status
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(expected), err

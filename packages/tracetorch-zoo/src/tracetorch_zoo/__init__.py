@@ -11,59 +11,45 @@ Register a model class, save it with named state snapshots, and load it back str
     model = zoo.load_pretrained("out/tiny", states="primed")
 """
 
-from . import (
-    audio,  # registers snn-keyword-spotter
-    bytelm,  # registers the byte LM architectures (bytelm-mamba, bytelm-lstm)
-    vision,  # registers snn-conv-classifier
-)
-from ._version import __version__
-from .architectures import architecture_names, build, get_architecture, model_config, register
-from .errors import HubError, IncompatibleFileError, InvalidNameError, UnknownArchitectureError, ZooError
-from .hub import download, load, parse_id, push_to_hub, resolve_folder, verify_files
-from .pretrained import (
-    check_snapshot_name,
-    file_hashes,
-    list_snapshots,
-    load_pretrained,
-    read_config,
-    save_pretrained,
-    snapshot_path,
-    verify_golden,
-)
-from .registry import Entry, get_entry, list_models, make_entry, register_entry
+from __future__ import annotations
 
-__all__ = [
-    "Entry",
-    "HubError",
-    "IncompatibleFileError",
-    "InvalidNameError",
-    "UnknownArchitectureError",
-    "ZooError",
-    "__version__",
-    "architecture_names",
-    "audio",
-    "build",
-    "bytelm",
-    "check_snapshot_name",
-    "download",
-    "file_hashes",
-    "get_architecture",
-    "get_entry",
-    "list_models",
-    "list_snapshots",
-    "load",
-    "load_pretrained",
-    "make_entry",
-    "model_config",
-    "parse_id",
-    "push_to_hub",
-    "read_config",
-    "register",
-    "register_entry",
-    "resolve_folder",
-    "save_pretrained",
-    "snapshot_path",
-    "verify_files",
-    "verify_golden",
-    "vision",
-]
+import importlib
+from typing import Any
+
+from ._version import __version__
+
+# Names resolve on first use (PEP 562), so ``tracetorch-zoo --help``, ``list`` and anything else that needs no model
+# runs without importing torch. The model modules register their architectures when imported; the architecture
+# lookups import them first (architectures.load_builtin).
+_SUBMODULES = ("architectures", "audio", "bytelm", "card", "catalog", "evaluation", "hub", "mixin", "pretrained",
+               "publish", "registry", "vision")  # fmt: skip
+_NAMES = {
+    "architectures": ("architecture_names", "build", "get_architecture", "model_config", "register"),
+    "errors": ("HubError", "IncompatibleFileError", "InvalidNameError", "UnknownArchitectureError", "ZooError"),
+    "hub": ("download", "load", "parse_id", "push_to_hub", "resolve_folder", "verify_files"),
+    "mixin": ("HubMixin",),
+    "pretrained": (
+        "check_snapshot_name", "file_hashes", "list_snapshots", "load_pretrained", "read_config", "save_pretrained",
+        "snapshot_path", "verify_golden",
+    ),
+    "registry": ("Entry", "get_entry", "list_models", "make_entry", "register_entry"),
+}  # fmt: skip
+_HOME = {name: module for module, names in _NAMES.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOME:
+        value = getattr(importlib.import_module(f".{_HOME[name]}", __name__), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f".{name}", __name__)
+    else:
+        raise AttributeError(f"module 'tracetorch_zoo' has no attribute {name!r}")
+    globals()[name] = value  # resolved once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+__all__ = ["__version__", "audio", "bytelm", "vision", *sorted(_HOME)]

@@ -19,7 +19,16 @@ from torch import nn
 
 from .errors import UnknownArchitectureError
 
-__all__ = ["FAMILIES", "architecture_names", "build", "family_of", "get_architecture", "model_config", "register"]
+__all__ = [
+    "FAMILIES",
+    "architecture_names",
+    "build",
+    "family_of",
+    "get_architecture",
+    "load_builtin",
+    "model_config",
+    "register",
+]
 
 _NAME = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 _ARCHITECTURES: dict[str, type[nn.Module]] = {}
@@ -67,13 +76,21 @@ def register(name: str, *, family: str = "other"):
     return decorate
 
 
+def load_builtin() -> None:
+    """Import the zoo's own model modules, which register its architectures (``bytelm-*``, ``snn-*``)."""
+    from . import audio, bytelm, vision  # noqa: F401
+
+
 def architecture_names() -> list[str]:
     """All registered architecture names, sorted."""
+    load_builtin()
     return sorted(_ARCHITECTURES)
 
 
 def get_architecture(name: str) -> type[nn.Module]:
     """The class registered as ``name``; ``UnknownArchitectureError`` (with close names) otherwise."""
+    if name not in _ARCHITECTURES:
+        load_builtin()
     try:
         return _ARCHITECTURES[name]
     except KeyError:

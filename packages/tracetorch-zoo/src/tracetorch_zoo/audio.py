@@ -27,6 +27,7 @@ import tracetorch as tt
 from tracetorch import snn
 
 from .architectures import register
+from .mixin import HubMixin
 
 __all__ = ["FrameClassifier", "KeywordSpotter", "SpikingBlock", "StreamingLogMel"]
 
@@ -166,7 +167,7 @@ class FrameClassifier(tt.Model):
 
 
 @register("snn-keyword-spotter", family="snn")
-class KeywordSpotter(tt.Model):
+class KeywordSpotter(HubMixin, tt.Model):
     """Spiking keyword spotter on raw audio (see the module docstring).
 
     Args:

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 import tracetorch as tt
 
 from .architectures import register
+from .mixin import HubMixin
 
 __all__ = ["LSTMByteLM", "MambaByteLM", "RMSNorm", "SpikingByteLM", "check_sampling", "sample_next"]
 
@@ -62,7 +63,7 @@ def sample_next(
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
-class _ByteLM(tt.Model):
+class _ByteLM(HubMixin, tt.Model):
     """Shared byte-LM behaviour: input checks, ``stream_bytes``."""
 
     PRIME_CHUNK = 1024  # bytes of prompt per scan: ~25 MB of activations, and faster than one long scan

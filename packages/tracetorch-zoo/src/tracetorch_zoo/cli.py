@@ -30,20 +30,23 @@ import sys
 import traceback
 from pathlib import Path
 
-from . import hub
 from ._version import __version__
 from .errors import ZooError
-from .pretrained import list_snapshots, read_config, snapshot_path
-from .registry import get_entry, list_models
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
+
+# Each command imports what it needs: `--help`, `--version` and `list` run without torch (about 3 s to import).
 
 
 def _folder(name_or_id: str, args: argparse.Namespace) -> Path:
+    from . import hub
+
     return hub.resolve_folder(name_or_id, endpoint=args.endpoint, token=args.token, cache_dir=args.cache_dir)
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
+    from .registry import get_entry, list_models
+
     names = list_models(args.pattern)
     if not names:
         print(f"no registered models match {args.pattern!r}")
@@ -63,6 +66,10 @@ def _metric_line(m: dict) -> str:
 
 def _cmd_info(args: argparse.Namespace) -> int:
     import tracetorch as tt
+
+    from . import hub
+    from .pretrained import list_snapshots, read_config, snapshot_path
+    from .registry import get_entry
 
     folder = _folder(args.name, args)
     cfg = read_config(folder)
@@ -143,6 +150,8 @@ def _prompt_bytes(args: argparse.Namespace) -> bytes:
 def _cmd_generate(args: argparse.Namespace) -> int:
     import torch
 
+    from . import hub
+
     _retain_freed_memory()
     model = hub.load(args.name, states=args.states, endpoint=args.endpoint, token=args.token, cache_dir=args.cache_dir)
     if not hasattr(model, "stream_bytes"):
@@ -164,6 +173,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_push(args: argparse.Namespace) -> int:
+    from . import hub
+
     sha = hub.push_to_hub(args.directory, args.repo_id, tag=args.tag, endpoint=args.endpoint, token=args.token)
     print(sha)
     return 0
@@ -191,43 +202,50 @@ def _temperature(text: str) -> float:
     return value
 
 
+def _hub_options(parser: argparse.ArgumentParser, default: object) -> None:
+    parser.add_argument("--endpoint", default=default, help="Hub endpoint (default: the client's, HF_ENDPOINT)")
+    parser.add_argument("--token", default=default, help="Hub token (default: the client's, HF_TOKEN)")
+    parser.add_argument("--cache-dir", default=default, metavar="PATH", help="download cache (default: the client's)")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The command line's parser. The Hub options go before or after the subcommand."""
     ap = argparse.ArgumentParser(prog="tracetorch-zoo", description=__doc__.split("\n\n")[0])
     ap.add_argument("--version", action="version", version=f"tracetorch-zoo {__version__}")
-    ap.add_argument("--endpoint", default=None, help="Hub endpoint (default: the client's, HF_ENDPOINT)")
-    ap.add_argument("--token", default=None, help="Hub token (default: the client's, HF_TOKEN)")
-    ap.add_argument("--cache-dir", default=None, help="download cache (default: the client's)")
-    sub = ap.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("list", help="registered models")
-    p.add_argument("pattern", nargs="?", default="*")
-    p.set_defaults(fn=_cmd_list)
-    p = sub.add_parser("info", help="metrics, snapshots and source of a model")
-    p.add_argument("name")
+    _hub_options(ap, None)
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    model = "a registry name, hf-hub:owner/name@revision, or a local directory"
+
+    def command(name: str, help: str, fn) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        _hub_options(p, argparse.SUPPRESS)  # given here, it overrides; absent, the top-level value stays
+        p.set_defaults(fn=fn)
+        return p
+
+    p = command("list", "list the registered models", _cmd_list)
+    p.add_argument("pattern", nargs="?", default="*", help="shell-style pattern of names (default: all)")
+    p = command("info", "show a model's metrics, snapshots and source", _cmd_info)
+    p.add_argument("name", metavar="NAME_OR_ID", help=model)
     p.add_argument("--card", action="store_true", help="print the whole model card instead")
-    p.set_defaults(fn=_cmd_info)
-    p = sub.add_parser("eval", help="reproduce the headline metric (or the golden tensors) and say which")
-    p.add_argument("name")
+    p = command("eval", "reproduce the headline metric (or the golden tensors) and say which", _cmd_eval)
+    p.add_argument("name", metavar="NAME_OR_ID", help=model)
     p.add_argument("--data", default=None, help="folder or file holding the test data (default: where it is installed)")
-    p.set_defaults(fn=_cmd_eval)
-    p = sub.add_parser("download", help="fetch")
-    p.add_argument("name")
-    p.set_defaults(fn=_cmd_download)
-    p = sub.add_parser("generate", help="stream bytes from a byte language model")
-    p.add_argument("name")
+    p = command("download", "fetch a model into the cache and print its folder", _cmd_download)
+    p.add_argument("name", metavar="NAME_OR_ID", help=model)
+    p = command("generate", "stream bytes from a byte language model", _cmd_generate)
+    p.add_argument("name", metavar="NAME_OR_ID", help=model)
     prompt = p.add_mutually_exclusive_group(required=True)
     prompt.add_argument("--prompt", help="the prompt's text (its bytes, in any encoding)")
     prompt.add_argument("--prompt-file", metavar="PATH", help="read the prompt's bytes from a file ('-': stdin)")
-    p.add_argument("--max-bytes", type=_count, default=256, help="bytes to generate (>= 0)")
-    p.add_argument("--temperature", type=_temperature, default=1.0, help="finite, >= 0 (0: greedy)")
-    p.add_argument("--top-k", type=_count, default=0, help=">= 0 (0: no top-k truncation)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--states", default=None, help="hidden-state snapshot to start from")
-    p.set_defaults(fn=_cmd_generate)
-    p = sub.add_parser("push", help="publish a save_pretrained directory")
-    p.add_argument("directory")
-    p.add_argument("repo_id")
-    p.add_argument("--tag", default=None)
-    p.set_defaults(fn=_cmd_push)
+    p.add_argument("--max-bytes", type=_count, default=256, help="bytes to generate (>= 0, default 256)")
+    p.add_argument("--temperature", type=_temperature, default=1.0, help="finite, >= 0 (0: greedy; default 1)")
+    p.add_argument("--top-k", type=_count, default=0, help=">= 0 (0, the default: no top-k truncation)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampler (default 0)")
+    p.add_argument("--states", default=None, help="hidden-state snapshot to start from (default: zero states)")
+    p = command("push", "publish a save_pretrained directory to a Hub repository", _cmd_push)
+    p.add_argument("directory", help="a folder written by save_pretrained")
+    p.add_argument("repo_id", metavar="OWNER/NAME", help="the Hub repository (created if missing)")
+    p.add_argument("--tag", default=None, help="tag the pushed commit (an existing tag is moved)")
     return ap
 
 
@@ -239,11 +257,9 @@ def _fail(message: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 ok, 1 failed, 2 bad arguments)."""
-    import tracetorch as tt
-
-    args = build_parser().parse_args(argv)
+    """Run the command line; returns the exit status (0 ok, 1 failed, 2 bad arguments, 130 interrupted)."""
     try:
+        args = build_parser().parse_args(argv)  # --help and --version exit here, before any heavy import
         return args.fn(args)
     except BrokenPipeError:  # `tracetorch-zoo info NAME | head`: the reader left; not an error of ours
         with contextlib.suppress(OSError):
@@ -252,15 +268,23 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("tracetorch-zoo: interrupted", file=sys.stderr)
         return 130
-    except (ZooError, tt.StateError, tt.StateLoadError, FileNotFoundError, ValueError) as exc:
+    except (ZooError, FileNotFoundError, ValueError) as exc:  # StateLoadError is a ValueError
         return _fail(str(exc))
+    except RuntimeError as exc:
+        if type(exc).__module__.startswith("tracetorch"):  # StateError, ExportError: messages meant for users
+            return _fail(str(exc))
+        return _fail(_unexpected(exc))
     except OSError as exc:
         return _fail(f"{exc.strerror or exc}: {exc.filename or ''}")
     except Exception as exc:  # a bug of ours: still one line, and where to look
-        return _fail(
-            f"unexpected {type(exc).__name__}: {exc} (a bug in tracetorch-zoo? rerun with "
-            "TRACETORCH_ZOO_TRACEBACK=1 and report the traceback)"
-        )
+        return _fail(_unexpected(exc))
+
+
+def _unexpected(exc: BaseException) -> str:
+    return (
+        f"unexpected {type(exc).__name__}: {exc} (a bug in tracetorch-zoo? rerun with TRACETORCH_ZOO_TRACEBACK=1 "
+        "and report the traceback)"
+    )
 
 
 if __name__ == "__main__":

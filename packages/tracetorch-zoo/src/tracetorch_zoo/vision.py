@@ -19,6 +19,7 @@ from tracetorch import snn
 from tracetorch.scan import scan_chain
 
 from .architectures import register
+from .mixin import HubMixin
 
 __all__ = ["SpikingConvClassifier", "Standardize"]
 
@@ -38,7 +39,7 @@ class Standardize(nn.Module):
 
 
 @register("snn-conv-classifier", family="snn")
-class SpikingConvClassifier(tt.Model):
+class SpikingConvClassifier(HubMixin, tt.Model):
     """Convolutional SNN classifier: ``[Conv3x3 -> BatchNorm -> LIB -> MaxPool2] x len(channels) -> Flatten ->
     Linear(hidden) -> LIB -> Linear(classes)``, inputs standardised by ``(x - mean) / std`` first.
 
