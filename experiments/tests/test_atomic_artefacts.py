@@ -120,3 +120,13 @@ def test_a_kill_while_the_final_weights_are_written_leaves_the_part_unfinished(t
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert load_file(str(part / "model.safetensors"))
     assert json.loads((part / "result.json").read_text())["steps"] == 8000
+
+
+def test_results_pages_link_their_plots(tmp_path):
+    """``results.md`` ends with a Plots section showing every plot the experiment wrote (none: no section)."""
+    from ttexp.cli import plot_links
+
+    assert plot_links(tmp_path) == ""
+    for name in ("memory.png", "accuracy_vs_beta.png"):
+        (tmp_path / name).write_bytes(b"\x89PNG")
+    assert plot_links(tmp_path) == "\n## Plots\n\n![accuracy vs beta](accuracy_vs_beta.png)\n![memory](memory.png)\n"

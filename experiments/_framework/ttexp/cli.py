@@ -102,12 +102,21 @@ def make_context(args: argparse.Namespace, *, device: str = "cpu", rank: int = 0
 def render(mod: ModuleType, results: dict, results_dir: Path) -> None:
     """Regenerate ``results.md`` and the plots from ``results`` (the JSON's content)."""
     results_dir.mkdir(parents=True, exist_ok=True)
-    write_text(results_dir / "results.md", mod.table(results))
     if hasattr(mod, "plots"):
         import matplotlib
 
         matplotlib.use("Agg")
         mod.plots(results, results_dir)
+    write_text(results_dir / "results.md", mod.table(results) + plot_links(results_dir))
+
+
+def plot_links(results_dir: Path) -> str:
+    """A ``## Plots`` section of ``results.md`` showing every plot in ``results_dir`` (none: empty)."""
+    names = sorted(p.name for p in results_dir.glob("*.png"))
+    if not names:
+        return ""
+    lines = ["", "## Plots", ""] + [f"![{Path(n).stem.replace('_', ' ')}]({n})" for n in names]
+    return "\n".join(lines) + "\n"
 
 
 def experiment_parts(mod: ModuleType, ctx: Context) -> list[str]:
