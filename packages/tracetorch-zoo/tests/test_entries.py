@@ -25,10 +25,6 @@ def _python_blocks(text: str) -> list[str]:
     return re.findall(r"```python\n(.*?)```", text, flags=re.S)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 16: the LSTM (byte_lm v2 lstm) and spiking byte LM (byte_lm v3) entries are still training",
-)
 def test_the_zoo_covers_snn_rnn_and_ssm():
     families = [zoo.architectures.family_of(zoo.get_entry(n).architecture) for n in zoo.list_models()]
     assert len(families) >= 6 and {"snn", "rnn", "ssm"} <= set(families)
