@@ -60,10 +60,28 @@ def tests(session: nox.Session) -> None:
     """Test suites of the zoo and the core (pytest, each with its own config). Extra pytest arguments pass
     through: ``nox -s tests -- -k scan``."""
     # matplotlib and the onnx packages: the core's plot and onnx extras are tested too
-    onnx = ("onnx>=1.16", "onnxscript>=0.3", "onnxruntime>=1.18")
-    install(session, "pytest>=7", "matplotlib>=3.5", *onnx, editable=(CORE, ZOO))
+    install(session, "pytest>=7", "matplotlib>=3.5", *ONNX, editable=(CORE, ZOO))
     session.run("pytest", str(ZOO / "tests"), *session.posargs)
     session.run("pytest", str(CORE / "tests"), *session.posargs)
+
+
+ONNX = ("onnx>=1.16", "onnxscript>=0.3", "onnxruntime>=1.18")  # the core's onnx extra (tracetorch.export.to_onnx)
+DOCS = ("sphinx>=8", "furo>=2024.8", "sphinx-gallery>=0.17", "myst-parser>=4", "matplotlib>=3.5", "selenium>=4.20")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation site in strict mode (any warning fails: a broken reference, a public name without a
+    docstring, a tutorial that raises), then test it: every tutorial as a script, and the built site in headless
+    Chromium (links, images, console errors; screenshots in docs/_build/screenshots/). ``nox -s docs -- --serve``
+    serves the site on http://127.0.0.1:8000 after building."""
+    install(session, "pytest>=7", *DOCS, *ONNX, editable=(CORE, ZOO, FRAMEWORK))  # ttexp: the reproduce tutorial
+    out = ROOT / "docs" / "_build" / "html"
+    session.run("sphinx-build", "-W", "--keep-going", "-n", "-q", "-b", "html", "docs", str(out))
+    if "--serve" in session.posargs:
+        session.run("python", "-m", "http.server", "8000", "--bind", "127.0.0.1", "--directory", str(out))
+        return
+    session.run("pytest", "-q", str(ROOT / "docs" / "test_docs.py"), "-p", "no:cacheprovider")
 
 
 @nox.session

@@ -73,7 +73,7 @@ class StepFunction(nn.Module):
             states' shapes by running one step on a copy of the model (the model is not touched).
         chunk: export ``T`` steps (``model.scan`` if it has one, else a step loop) instead of one.
 
-    ``forward(x, *states)`` returns ``(y, *next_states)``, states in the order of :attr:`state_keys`.
+    ``forward(x, *states)`` returns ``(y, *next_states)``, states in the order of ``state_keys``.
     """
 
     def __init__(self, model: nn.Module, example: Tensor, *, chunk: bool = False) -> None:
@@ -105,12 +105,12 @@ class StepFunction(nn.Module):
 
     @property
     def input_names(self) -> list[str]:
-        """Graph input names: ``x``, then ``state_<key>`` for each state."""
+        """The names of the graph's inputs, ``x`` then ``state_<key>`` for each state."""
         return ["x", *(f"state_{_graph_name(k)}" for k in self.state_keys)]
 
     @property
     def output_names(self) -> list[str]:
-        """Graph output names: ``y``, then ``next_state_<key>`` for each state."""
+        """The names of the graph's outputs, ``y`` then ``next_state_<key>`` for each state."""
         return ["y", *(f"next_state_{_graph_name(k)}" for k in self.state_keys)]
 
     def zero_states(self, batch: int | None = None) -> list[Tensor]:

@@ -55,11 +55,13 @@ class Layer(ConstrainedParameters, Stateful):
             of the per-step input (``scan`` accounts for the extra leading time axis).
         in_features: size of the input's feature axis when it differs from ``num_neurons``.
 
-    Subclasses call :meth:`define_state` and :meth:`define_parameter` (or :meth:`define_decay`,
-    :meth:`define_threshold`) in ``__init__`` and implement :meth:`step`. The step receives the states and
-    the parameters as dicts by name and returns the output and the new states (a dict, or a sequence in
-    declaration order). A faster whole-sequence path goes in :meth:`sequence`; it must give the same numbers as
-    the step loop.
+    Subclasses call :meth:`~tracetorch.Stateful.define_state` and
+    :meth:`~tracetorch.params.ConstrainedParameters.define_parameter` (or
+    :meth:`~tracetorch.params.ConstrainedParameters.define_decay`,
+    :meth:`~tracetorch.params.ConstrainedParameters.define_threshold`) in ``__init__`` and implement :meth:`step`.
+    The step receives the states and the parameters as dicts by name and returns the output and the new states (a
+    dict, or a sequence in declaration order). A faster whole-sequence path goes in :meth:`sequence`; it must give
+    the same numbers as the step loop.
 
     Subclassing a library layer to change its math: override :meth:`step` (or the family's hook, see
     :attr:`math_hooks`); every mode then runs the override (:attr:`reference_only`). Override :meth:`sequence`
@@ -93,7 +95,7 @@ class Layer(ConstrainedParameters, Stateful):
 
     @property
     def num_neurons(self) -> int:
-        """The spiking layers' name for :attr:`features` (the size of the states' feature axis)."""
+        """The spiking layers' name for ``features`` (the size of the states' feature axis)."""
         return self.features
 
     def params(self, ndim: int) -> Any:

@@ -49,9 +49,11 @@ class Constraint:
     boundary_ok_when_fixed = False
 
     def forward(self, raw: Tensor) -> Tensor:
+        """The effective value of a raw (stored, unconstrained) tensor."""
         raise NotImplementedError
 
     def inverse(self, value: Tensor) -> Tensor:
+        """The raw tensor whose effective value is ``value`` (computed in float64 where it loses precision)."""
         raise NotImplementedError
 
     def check(self, value: Tensor, learnable: bool, owner: str, name: str) -> None:

@@ -210,6 +210,7 @@ class KeywordSpotter(HubMixin, tt.Model):
 
     @property
     def hop(self) -> int:
+        """The number of audio samples per frame (feed the model ``[B, hop]`` at a time)."""
         return self.front.hop
 
     def forward(self, x: Tensor) -> Tensor:

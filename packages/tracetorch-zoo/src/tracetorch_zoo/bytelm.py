@@ -236,7 +236,7 @@ class _SpikingBlock(tt.Model):
 
 @register("bytelm-snn", family="snn")
 class SpikingByteLM(_ResidualByteLM):
-    """Byte LM from spiking neurons: embedding, ``n_layers`` x :class:`_SpikingBlock`, RMSNorm, linear head.
+    """Byte LM from spiking neurons: embedding, ``n_layers`` x ``_SpikingBlock``, RMSNorm, linear head.
 
     Args:
         d_model: width of the residual stream. hidden: spiking neurons per block. n_layers: blocks.

@@ -69,6 +69,7 @@ class Entry:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Entry:
+        """An entry from its JSON form (a packaged ``entries/<name>.json``), validated like a new one."""
         data = dict(data)
         data["snapshots"] = tuple(data.get("snapshots", ()))
         return cls(**data)

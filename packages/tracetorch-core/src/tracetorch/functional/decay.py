@@ -36,6 +36,7 @@ def halflife_to_decay(halflife: Number) -> Number:
 
 
 def decay_to_halflife(decay: Number) -> Number:
+    """Decay per step -> steps for the state to halve, ``-ln 2 / ln(decay)``."""
     return -math.log(2) / _log(decay)
 
 
@@ -45,6 +46,7 @@ def tau_to_decay(tau: Number) -> Number:
 
 
 def decay_to_tau(decay: Number) -> Number:
+    """Decay per step -> time constant in steps (e-folding), ``-1 / ln(decay)``."""
     return -1 / _log(decay)
 
 
@@ -54,4 +56,5 @@ def horizon_to_decay(horizon: Number) -> Number:
 
 
 def decay_to_horizon(decay: Number) -> Number:
+    """Decay -> averaging horizon of an EMA in steps, ``1 / (1 - decay)``."""
     return 1 / (1 - decay)

@@ -129,6 +129,7 @@ class SpikeFunction(nn.Module):
 
     @property
     def deterministic(self) -> bool:
+        """Whether the forward pass is deterministic (every mode but ``"stochastic"``)."""
         return self.mode != "stochastic"
 
     def extra_repr(self) -> str:

@@ -62,6 +62,8 @@ class NeuronSpec:
 
     @classmethod
     def from_name(cls, name: str) -> NeuronSpec:
+        """The spec of a type name (``"DSRLITS"`` -> dual, synaptic, recurrent, family ``TS``); ``ValueError`` for
+        a name that is not one of the 32."""
         m = _NAME.match(name)
         if not m:
             raise ValueError(f"{name!r} is not a spiking layer name ([D][S][R]LI + B, T, TS or EMA)")
@@ -79,20 +81,23 @@ class NeuronSpec:
 
     @property
     def name(self) -> str:
+        """The type's name, ``[D][S][R]LI`` + family (``""`` for LI, ``B``, ``T``, ``TS``) or ``EMA``."""
         suffix = "EMA" if self.ema else ("" if self.family == "LI" else self.family)
         return f"{'D' * self.dual}{'S' * self.synaptic}{'R' * self.recurrent}LI{suffix}"
 
     @property
     def fires(self) -> bool:
+        """Whether the type emits spikes (B, T, TS) rather than its membrane (LI)."""
         return self.family != "LI"
 
     @property
     def ternary(self) -> bool:
+        """True when spikes are ternary, -1, 0 or 1 (families T and TS)."""
         return self.family in ("T", "TS")
 
     @property
     def dual_rec(self) -> bool:
-        """Two recurrent traces (by sign): only where the output can be negative."""
+        """True when the type keeps two recurrent traces, one per sign (only where the output can be negative)."""
         return self.dual and self.recurrent and self.ternary
 
     @cached_property

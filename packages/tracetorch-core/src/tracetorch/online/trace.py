@@ -124,10 +124,12 @@ class TraceUnit(Stateful):
 
     @property
     def layer(self) -> SpikingLayer | None:
+        """The spiking layer this unit learns for (``None`` for a unit of a linear layer alone)."""
         return self._layer
 
     @property
     def linear(self) -> nn.Linear | None:
+        """The ``nn.Linear`` that feeds the layer, if the unit bundles one."""
         return self._linear
 
     @property

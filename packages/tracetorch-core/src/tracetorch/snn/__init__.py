@@ -2,7 +2,7 @@
 
 ``LI`` leaky integrator, ``LIB`` leaky integrate-and-fire (binary), ``LIT`` ternary, ``LITS`` ternary with
 scales; prefixes ``D`` dual, ``S`` synaptic, ``R`` recurrent; ``EMA`` membrane for the LI family.
-See :mod:`tracetorch.functional.spiking` for the equations.
+See :mod:`tracetorch.functional` (``functional/spiking.py``) for the equations.
 """
 
 from ..functional.spiking import NAMES

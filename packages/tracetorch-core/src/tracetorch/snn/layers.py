@@ -77,7 +77,8 @@ def _docstring(spec: NeuronSpec, summary: str | None) -> str:
             '        "stochastic", "smooth"), a SpikeFunction, or a callable v -> spikes.',
             "    detach_reset: stop gradients through the reset.",
         ]
-    lines += ["", f"States: {', '.join(spec.states)}.", "Shapes: per step [*, N, *] -> same; scan [T, ...] -> same."]
+    lines += ["", f"States: {', '.join(spec.states)}."]
+    lines.append("Shapes: per step ``[*, N, *]`` -> same; scan ``[T, ...]`` -> same.")
     return "\n".join(lines)
 
 
@@ -85,7 +86,7 @@ class SpikingLayer(Layer):
     """Base of the 32 spiking types. A class names its neuron type, ``class LIB(SpikingLayer, neuron="LIB")``, and
     gets everything else from the spec: parameters, states, constructor signature, docstring. A subclass of a type
     (``class MyLIB(snn.LIB)``) is that type; one that overrides :meth:`step` runs it in every mode
-    (:attr:`Layer.reference_only`)."""
+    (:attr:`~tracetorch.Layer.reference_only`)."""
 
     spec: ClassVar[NeuronSpec]
     _signature: ClassVar[inspect.Signature]

@@ -371,7 +371,7 @@ class Mamba(_Selective, _SSMLayer):
 
     def forward(self, x: Tensor) -> Tensor:
         """One time step. Without autograd (inference, streaming) and for ``[batch, D]`` inputs a lean path runs
-        on preallocated buffers (:class:`~tracetorch.ssm.streaming.MambaStream`); it computes the same numbers as the
+        on preallocated buffers (``tracetorch.ssm.streaming.MambaStream``); it computes the same numbers as the
         reference step."""
         if (
             not self.reference_only

@@ -654,11 +654,13 @@ class LocalHub:
 
     @property
     def endpoint(self) -> str:
+        """The server's address (``http://127.0.0.1:<port>``): pass it as the Hub client's ``endpoint``."""
         if self._server is None:
             raise RuntimeError("LocalHub is not running; call start() or use it as a context manager")
         return self._server.endpoint
 
     def start(self) -> LocalHub:
+        """Start serving on a free port of 127.0.0.1 (in a background thread); returns the hub."""
         if self._server is None:
             self._server = _Server(self._store, self._max_body_bytes, self._max_concurrency, self._verbose)
             self._thread = threading.Thread(
@@ -668,6 +670,7 @@ class LocalHub:
         return self
 
     def close(self) -> None:
+        """Stop the server and wait for its thread; the stored repositories stay on disk."""
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
