@@ -204,7 +204,8 @@ def test_switch_off_by_environment(monkeypatch):
     monkeypatch.setenv("TRACETORCH_NATIVE", "0")
     native._reset_for_tests(None)
     try:
-        assert native.native_status() == "disabled by TRACETORCH_NATIVE=0"
+        with pytest.warns(DeprecationWarning, match="TRACETORCH_NATIVE=0 is deprecated"):
+            assert native.native_status() == "disabled by TRACETORCH_NATIVE=0"
     finally:
         native._reset_for_tests(None)
 

@@ -43,7 +43,8 @@ def _check(name: object) -> str:
     return name  # type: ignore[return-value]
 
 
-def _init() -> None:
+def _init(stacklevel: int = 3) -> None:
+    """Read the environment once (``stacklevel``: how far up the caller whose line the deprecation warning shows)."""
     global _name, _disabled, REFERENCE
     with _lock:
         if _name is not None:
@@ -57,7 +58,8 @@ def _init() -> None:
         for kernel, var in _LEGACY.items():
             if os.environ.get(var, "1") == "0":
                 off.add(kernel)
-                warnings.warn(f"{var}=0 is deprecated: use TRACETORCH_BACKEND=torch", DeprecationWarning, stacklevel=3)
+                msg = f"{var}=0 is deprecated: use TRACETORCH_BACKEND=torch"
+                warnings.warn(msg, DeprecationWarning, stacklevel=stacklevel)
         _name, _disabled, REFERENCE = name, frozenset(off), name == "reference"
 
 
@@ -70,7 +72,7 @@ def backend() -> str:
 
 @torch.compiler.assume_constant_result  # compiled code runs it while tracing: dynamo cannot trace the lock
 def _first_read() -> str:
-    _init()
+    _init(stacklevel=4)  # the warning points at backend()'s caller: _init <- _first_read <- backend <- caller
     return _name  # type: ignore[return-value]
 
 
