@@ -148,6 +148,8 @@ def run_one(impl: dict, name: str, spec: dict, malloc: str, args, worker: str = 
         cmd += ["--out", str(out)]
         env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "PYTHONPATH"}
         env.update(MALLOC[malloc], OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+        if impl["env"] == BENCH and getattr(args, "ours_src", None) is not None:
+            env["PYTHONPATH"] = str(args.ours_src)  # shadows the editable install of this repo's core
         t0 = time.perf_counter()
         try:
             proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=args.timeout)
@@ -281,6 +283,8 @@ def header_lines(title: str, intro: str, meta: dict) -> list[str]:
         git += " with uncommitted changes"
     if meta["core_diff_sha256"]:
         git += f" (sha256 of the diff of packages/tracetorch-core: `{meta['core_diff_sha256']}`)"
+    if meta.get("ours_src"):
+        git += f"; the traceTorch rows measure `{meta['ours_src']}`, not this checkout's core"
     return [
         title,
         "",
@@ -445,7 +449,20 @@ def parse_cli(
     )
     ap.add_argument("--timeout", type=int, default=None, help=f"seconds per measurement (120 quick, {full_timeout})")
     ap.add_argument("--out", type=Path, default=None, help="output folder (default results/ or results/quick/)")
+    ap.add_argument(
+        "--ours-src",
+        type=Path,
+        default=None,
+        help="measure the traceTorch of this source folder (a checkout's packages/tracetorch-core/src) in the "
+        "rows of this repo, e.g. a commit before a change against the same peers; needs --out",
+    )
     args = ap.parse_args()
+    if args.ours_src is not None:
+        if not (args.ours_src / "tracetorch" / "__init__.py").is_file():
+            ap.error(f"--ours-src {args.ours_src}: no tracetorch package there")
+        if args.out is None:
+            ap.error("--ours-src needs --out (the committed results measure this repo's own core)")
+        args.ours_src = args.ours_src.resolve()
     args.timeout = args.timeout or (120 if args.quick else full_timeout)
     mallocs = args.malloc or (["default"] if args.quick else list(MALLOC))
     workloads = quick if args.quick else full
@@ -464,6 +481,7 @@ def main() -> None:
     args, mallocs, workloads, impls, out_dir = parse_cli(__doc__, QUICK, FULL, IMPLS, 900)
 
     meta = machine_info(args.threads)
+    meta["ours_src"] = str(args.ours_src) if args.ours_src else None  # None: this repo's core
     meta["quick"] = args.quick
     meta["mallocs"] = mallocs
     meta["malloc_env"] = {m: MALLOC[m] for m in mallocs}

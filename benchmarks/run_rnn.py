@@ -233,6 +233,7 @@ def main() -> None:
     args, mallocs, workloads, impls, out_dir = R.parse_cli(__doc__, QUICK, FULL, IMPLS, 600)
 
     meta = R.machine_info(args.threads)
+    meta["ours_src"] = str(args.ours_src) if args.ours_src else None  # None: this repo's core
     meta.update(quick=args.quick, mallocs=mallocs, malloc_env={m: R.MALLOC[m] for m in mallocs})
     meta["loadavg_start"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     t_start = time.perf_counter()
