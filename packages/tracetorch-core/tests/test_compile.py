@@ -102,8 +102,9 @@ def _graph_ops(make, x):
 
 @pytest.mark.parametrize("name", ["LIB", "RLIB", "SLIT", "SRLITS", "DLIB", "DSRLITS", "LI"])
 def test_spiking_scan_compiles_fullgraph_with_native_kernels_kept(name):
-    """Single-branch firing types keep the native C kernels in the graph as one custom op (tracetorch::fire_native)
-    with the eager numbers bit for bit (outputs, final states, gradients); dual types trace their step loop."""
+    """Firing types (single-branch and D) keep the native C kernels in the graph as one custom op
+    (tracetorch::fire_native) with the eager numbers bit for bit (outputs, final states, gradients); LI types trace
+    their linear scans."""
     from tracetorch.ops import fire
 
     cls = getattr(snn, name)
@@ -121,7 +122,7 @@ def test_spiking_scan_compiles_fullgraph_with_native_kernels_kept(name):
     compiled_layer, y, ops = _graph_ops(make, x)
     natively = eager.spec.fires and fire.compiles_natively(eager.spec, x, eager.spike_fn, eager.detach_reset)
     assert ("tracetorch.fire_native.default" in ops) == natively, ops
-    assert natively == (name in ("LIB", "RLIB", "SLIT", "SRLITS")) or not fire.native.native_available()
+    assert natively == (name != "LI") or not fire.native.native_available()
     y.square().sum().backward()
     want = eager.scan(x)
     want.square().sum().backward()
@@ -141,12 +142,21 @@ def test_native_custom_op_passes_opcheck():
 
     if not fire.native.native_available():
         pytest.skip(f"native kernels unavailable: {fire.native.native_status()}")
-    u = torch.randn(6, 2, 8) * 2
-    mem0, rec0 = torch.randn(2, 8), torch.randn(2, 8)
-    beta, gamma, w = torch.rand(8) * 0.8 + 0.1, torch.rand(8) * 0.8 + 0.1, torch.randn(8)
-    thr, bias = torch.rand(8) + 0.5, torch.randn(8) * 0.1
-    args = [u, mem0, rec0, beta, gamma, thr, None, bias, None, None, w]
-    for t in args:
-        if t is not None:
-            t.requires_grad_(True)
-    torch.library.opcheck(torch.ops.tracetorch.fire_native.default, (*args, "RLIB", True, 4.0, "sigmoid", False))
+
+    def decay() -> torch.Tensor:
+        return (torch.rand(8) * 0.8 + 0.1).requires_grad_(True)
+
+    def some(shape=(2, 8), scale=1.0) -> torch.Tensor:
+        return (torch.randn(shape) * scale).requires_grad_(True)
+
+    u = some((6, 2, 8), 2.0)
+    thr, bias = (torch.rand(8) + 0.5).requires_grad_(True), some((8,), 0.1)
+    # FireStates (mem, nm, rec, nr) and FireParams (beta, nbeta, gamma, ngamma, thr, nthr, bias, kp, kn, w, nw)
+    rlib = ([some(), None, some(), None], [decay(), None, decay(), None, thr, None, bias, None, None, some((8,)), None])
+    dsrlit = (
+        [some(), some(), some(), some()],
+        [decay(), decay(), decay(), decay(), thr, thr.detach() + 0.2, bias, None, None, some((8,)), some((8,))],
+    )
+    for name, (states, params) in (("RLIB", rlib), ("DSRLIT", dsrlit)):
+        args = (u, *states, *params, name, True, 4.0, "sigmoid", False)
+        torch.library.opcheck(torch.ops.tracetorch.fire_native.default, args)

@@ -100,8 +100,8 @@ def make(name, n, dim, gen, dtype, rank, surrogate, detach_reset):
     return layer.to(dtype)
 
 
-# the single-branch firing types, which the native kernels cover
-NATIVE_TYPES = [a + b + c for c in ("LIB", "LIT", "LITS") for a in ("", "S") for b in ("", "R")]
+# the firing types, which the native kernels cover (single-branch and D)
+NATIVE_TYPES = [d + a + b + c for c in ("LIB", "LIT", "LITS") for d in ("", "D") for a in ("", "S") for b in ("", "R")]
 
 
 LAYOUTS = {"dense": (-1, (3, 7)), "conv": (-3, (2, 7, 3, 2)), "positive_dim": (1, (2, 7, 5)), "unbatched": (-1, (7,))}
@@ -330,7 +330,7 @@ def test_threaded_split_equals_one_thread(layout, monkeypatch):
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_streaming_every_native_type_is_bit_identical(dtype, calls):
-    """The single-branch types other than LIB/SLIB stream through the sequence kernel, one step at a time, with
+    """The firing types other than LIB/SLIB (D types too) stream through the sequence kernel, one step at a time, with
     their states updated in place: outputs and states equal the reference step's bit for bit."""
     for i, name in enumerate(NATIVE_TYPES):
         gen = torch.Generator().manual_seed(100 + i)

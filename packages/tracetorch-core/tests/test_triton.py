@@ -1,5 +1,5 @@
 """The Triton firing kernels (:mod:`tracetorch.ops.fire.triton`, CUDA) against the torch kernels they replace:
-outputs, final states and every gradient for the 12 single-branch firing types, over ranks, learnable flags,
+outputs, final states and every gradient for the 24 firing types (single-branch and D), over ranks, learnable flags,
 layouts (per-neuron, per-channel, scalar), surrogates, detach_reset and non-zero initial states.
 
 Runs on a CUDA device; without one, on the CPU in Triton's interpreter when ``TRITON_INTERPRET=1`` is set
@@ -28,26 +28,26 @@ elif os.environ.get("TRITON_INTERPRET") == "1":
 else:
     pytest.skip("no CUDA device (TRITON_INTERPRET=1 runs these on the CPU)", allow_module_level=True)
 
-SINGLE = [n for n in F.NAMES if F.NeuronSpec.from_name(n).fires and not F.NeuronSpec.from_name(n).dual]
+FIRING = [n for n in F.NAMES if F.NeuronSpec.from_name(n).fires]
 
 
 def with_kernels(monkeypatch, kernels):
     """Route every whole-sequence firing call to ``kernels`` (``None``: the torch kernels)."""
 
     def pick(cfg, u):
-        if kernels is None or cfg.spec.dual or cfg.mode != "heaviside":
+        if kernels is None or cfg.mode != "heaviside":
             return None
         return kernels
 
     monkeypatch.setattr(fire, "choose_kernels", pick)
 
 
-def test_there_are_twelve_single_branch_types():
-    assert len(SINGLE) == 12
+def test_there_are_twenty_four_firing_types():
+    assert len(FIRING) == 24
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("name", SINGLE)
+@pytest.mark.parametrize("name", FIRING)
 def test_triton_matches_torch_kernels(name, dtype, monkeypatch):
     rng = random.Random(name + str(dtype))
     for trial, layout in enumerate(["dense", "conv", "scalar"]):

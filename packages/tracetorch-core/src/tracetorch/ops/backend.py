@@ -3,8 +3,8 @@
 Backends (``TRACETORCH_BACKEND``, or :func:`set_backend` / :func:`use_backend` in code):
 
 * ``"auto"`` (default): the fastest kernel that covers a call: native C on the CPU and Triton on CUDA for the
-  single-branch firing types and the selective scan, the torch kernels (fused autograd nodes, no-grad streaming
-  engines) elsewhere;
+  firing types (B, T, TS with any of D, S, R) and the selective scan, the torch kernels (fused autograd nodes,
+  no-grad streaming engines) elsewhere;
 * ``"torch"``: the torch kernels only (no native C, no Triton): the same numbers as ``"auto"``, bit for bit on
   the CPU;
 * ``"reference"``: every layer runs its reference step, and ``scan`` is the step loop: slow, for checking and

@@ -15,7 +15,7 @@ from ..layer import normal_tensors
 from ..ops import backend
 from ..ops.fire import native, native_ok
 from ..ops.fire.flat import flat_plan, variant_of
-from ..ops.fire.records import FLAT_PARAMS, FireParams
+from ..ops.fire.records import FLAT_PARAMS, FireParams, FireStates
 from ..ops.fire.torch_kernel import FireConfig, FireConstants, forward_step
 from ..params import stamp
 
@@ -60,6 +60,17 @@ def stream_step(layer: Any, x: Tensor) -> Tensor | None:
         mem = states["mem"] = _li_membrane(u, p, "beta", states["mem"], spec.ema)
         return mem.clone()  # the output is the membrane's value, never the state itself
     if spec.dual:
+        nplan = d["_stream_cache"][4]
+        if nplan is not None and u.is_contiguous():
+            # the sequence kernel for one step (it splits the drive by sign), the states updated in place when
+            # nothing can observe it, as below
+            kept = [None if k is None else states[k] for k in FireStates.names(spec)]
+            present = [t for t in kept if t is not None]
+            if all(_writable(t, u) for t in present) and len({t.data_ptr() for t in present}) == len(present):
+                y = torch.empty_like(u)
+                mem, nmem, rec, nrec = kept
+                native.fire_step(nplan, u, mem, y, rec=rec, nmem=nmem, nrec=nrec)
+                return y
         mem, nm, rec, nr, sp, sn = forward_step(
             c, u.clamp(min=0), u.clamp(max=0), states["pos_mem"], states["neg_mem"],
             states.get("pos_rec" if spec.dual_rec else "rec"), states.get("neg_rec"),
@@ -73,25 +84,18 @@ def stream_step(layer: Any, x: Tensor) -> Tensor | None:
         # leaves one allocation per step (the spikes), which matters: a fresh [32, 1024] float32 tensor is exactly
         # glibc's mmap threshold and can page-fault on every step.
         # (an inference tensor is written in place only under inference mode; PyTorch refuses it elsewhere)
-        buf = (
-            old
-            if not old.requires_grad
-            and old.is_contiguous()
-            and old.dtype == u.dtype
-            and (not old.is_inference() or torch.is_inference_mode_enabled())
-            else None
-        )
+        buf = old if _writable(old, u) else None
         plan, nplan = d["_stream_cache"][3:5]
         if plan is not None and buf is not None and u.is_contiguous():
             y = torch.empty_like(u)
             native.lif_step(plan, u, buf, y)
             return y
         if nplan is not None and buf is not None and u.is_contiguous():
-            # the other single-branch types: the sequence kernel for one step, states updated in place
+            # the other firing types: the sequence kernel for one step, states updated in place
             rec = states.get("rec")
-            if not spec.recurrent or (not rec.requires_grad and rec.is_contiguous() and rec.dtype == u.dtype):
+            if not spec.recurrent or (_writable(rec, u) and rec.data_ptr() != buf.data_ptr()):
                 y = torch.empty_like(u)
-                native.fire_step(nplan, u, buf, rec, y)
+                native.fire_step(nplan, u, buf, y, rec=rec)
                 return y
         mem, nm, rec, nr, sp, sn = forward_step(
             c, u, None, old, None, states.get("rec"), None, None, buf, None, buf, None, None, None
@@ -139,6 +143,17 @@ def fast_native_step(d: dict, fast: list, x: Tensor) -> Tensor | None:
     return y
 
 
+def _writable(state: Tensor, like: Tensor) -> bool:
+    """Whether a state may be updated in place by a kernel: no autograd history, a dense buffer of the step's dtype
+    (an inference tensor only under inference mode; PyTorch refuses it elsewhere)."""
+    return (
+        not state.requires_grad
+        and state.is_contiguous()
+        and state.dtype == like.dtype
+        and (not state.is_inference() or torch.is_inference_mode_enabled())
+    )
+
+
 def _li_membrane(drive: Tensor, p: dict[str, Tensor], name: str, mem: Tensor, is_ema: bool) -> Tensor:
     if is_ema:
         return torch.addcmul(p[f"om_{name}"] * drive, p[name], mem)
@@ -176,9 +191,9 @@ def _fill_stream_cache(layer: Any, d: dict, x: Tensor, key: tuple, raws: list, s
         cfg = FireConfig(spec, spike_fn.mode, spike_fn.surrogate, spike_fn.slope, layer.detach_reset)
         fp = FireParams.of(spec, p)
         c = FireConstants(cfg, fp)
-        if not spec.dual and native_ok(cfg, x):
+        if native_ok(cfg, x):
             n = flat_plan(tuple(x.shape), **{k: getattr(fp, k) for k in FLAT_PARAMS})
-            if spec.family == "B" and not spec.recurrent:
+            if spec.family == "B" and not spec.recurrent and not spec.dual:
                 plan = native.StepPlan(n.layout, n.params["beta"], n.params["thr_e"], n.params["neg_thr"])
             else:
                 nplan = native.FireStep(variant_of(spec), n.layout, n.params)

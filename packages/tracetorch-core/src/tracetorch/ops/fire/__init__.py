@@ -48,10 +48,8 @@ NATIVE_DTYPES = (torch.float32, torch.float64)
 
 def why_not_flat(cfg: FireConfig, u: Tensor) -> str | None:
     """Why the flat kernels (native C on the CPU, Triton on CUDA) do not take this call, or ``None`` when they do:
-    they cover the single-branch firing types (B, T or TS, with or without R) with Heaviside spikes, where the
-    backend allows them (:mod:`tracetorch.ops.backend`), in float32/64, once built or importable."""
-    if cfg.spec.dual:
-        return "dual types have no native or Triton kernel"
+    they cover the firing types (B, T or TS, with or without D and R) with Heaviside spikes, where the backend
+    allows them (:mod:`tracetorch.ops.backend`), in float32/64, once built or importable."""
     if cfg.mode != "heaviside":
         return f"spike mode {cfg.mode!r} (the flat kernels do Heaviside spikes)"
     cpu = u.device.type == "cpu"
@@ -106,18 +104,10 @@ def fire_sequence(
             raise RuntimeError("fire_sequence: compiled calls take the native kernels only (see compiles_natively)")
         return fire_native_compiled(spec, u, state, p, spike_fn, detach_reset, new)
     dn = None
-    if spec.dual:
+    if spec.dual and cfg.kernels is None:  # the flat kernels split the drive by sign themselves
         u, dn = u.clamp(min=0), u.clamp(max=0)
 
     y, *finals = FiringCore.apply(cfg, u, dn, *FireStates.of(spec, state), *FireParams.of(spec, p))
-    fi = iter(finals)
-    if spec.dual:
-        new["pos_mem"], new["neg_mem"] = next(fi), next(fi)
-    else:
-        new["mem"] = next(fi)
-    if spec.recurrent:
-        if spec.dual_rec:
-            new["pos_rec"], new["neg_rec"] = next(fi), next(fi)
-        else:
-            new["rec"] = next(fi)
+    names = [k for k in FireStates.names(spec) if k is not None]  # the finals come in this order
+    new.update(zip(names, finals, strict=True))
     return y, new

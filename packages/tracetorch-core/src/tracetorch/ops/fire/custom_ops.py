@@ -3,10 +3,12 @@
 ``ctypes`` calls are opaque to dynamo: a compiled ``scan`` would break its graph there (``fullgraph=True`` fails).
 Registered as ``tracetorch::fire_native`` (forward) and ``tracetorch::fire_native_backward`` with fake
 implementations (shapes only) and an autograd formula, they appear in ``torch.compile`` and ``torch.export`` graphs
-as single nodes, run the same kernels through :mod:`.flat` and give the same numbers as the eager path
-(:class:`.torch_kernel.FiringCore` with the native kernels). Eager calls keep using ``FiringCore``.
+as single nodes, run the same kernels through :mod:`.flat` (:func:`.flat.flat_pass`, :func:`.flat.flat_gradients`)
+and give the same numbers as the eager path (:class:`.torch_kernel.FiringCore` with the native kernels). Eager
+calls keep using ``FiringCore``.
 
-Absent optional tensors are passed as ``None`` and returned as empty tensors (custom ops return no ``None``).
+The states and parameters are passed as the fields of :class:`.records.FireStates` and :class:`.records.FireParams`,
+absent ones as ``None``; absent outputs come back as empty tensors (custom ops return no ``None``).
 """
 
 from __future__ import annotations
@@ -16,20 +18,16 @@ from torch import Tensor
 
 from ...functional.spiking import NeuronSpec
 from . import native
-from .flat import flat_gradients, flat_plan, variant_of
-from .records import FLAT_PARAMS, FireParams, FireStates
+from .flat import flat_gradients, flat_pass, flat_plan
+from .records import FireParams, FireStates
 
 __all__ = ["fire_native_compiled"]
 
-_INPUTS = ("u", "mem0", "rec0", *FLAT_PARAMS)  # fire_native's tensor inputs, in order
+_SAVED = ("M", "NM", "R", "NR")  # what a saving forward returns after the outputs and the final states
 
 
-def _or_none(t: Tensor) -> Tensor | None:
-    return None if t.numel() == 0 and t.ndim == 1 else t
-
-
-def _nothing(like: Tensor) -> Tensor:
-    return like.new_empty(0)
+def _or_none(t: Tensor | None) -> Tensor | None:
+    return None if t is None or (t.numel() == 0 and t.ndim == 1) else t
 
 
 class _Config:
@@ -40,110 +38,124 @@ class _Config:
         self.slope, self.surrogate, self.detach_reset = slope, surrogate, detach_reset
 
 
+_N_STATES, _N_PARAMS = len(FireStates._fields), len(FireParams._fields)
+
+
 @torch.library.custom_op("tracetorch::fire_native", mutates_args=())
 def fire_native(
     u: Tensor,
     mem0: Tensor,
+    nm0: Tensor | None,
     rec0: Tensor | None,
+    nr0: Tensor | None,
     beta: Tensor,
+    nbeta: Tensor | None,
     gamma: Tensor | None,
+    ngamma: Tensor | None,
     thr: Tensor,
     nthr: Tensor | None,
     bias: Tensor,
     kp: Tensor | None,
     kn: Tensor | None,
     w: Tensor | None,
+    nw: Tensor | None,
     neuron: str,
     save: bool,
     slope: float,
     surrogate: str,
     detach_reset: bool,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """``(y [T, ...], mem_T, rec_T, M, R)``: outputs, final states, and (``save``) the pre-reset membranes and
-    recurrent traces the backward needs; empty where absent. ``slope``, ``surrogate`` and ``detach_reset`` shape
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """``(y [T, ...], mem_T, nm_T, rec_T, nr_T, M, NM, R, NR)``: outputs, final states (:class:`FireStates` order)
+    and (``save``) the pre-reset membranes and recurrent traces the backward needs; empty where absent. The states
+    and parameters are the fields of :class:`FireStates` and :class:`FireParams` (custom ops take no records; lists
+    of tensors do not carry gradients through compiled graphs). ``slope``, ``surrogate`` and ``detach_reset`` shape
     only the backward (they are inputs so that the autograd formula receives them)."""
     spec = NeuronSpec.from_name(neuron)
-    u, mem0 = u.contiguous(), mem0.contiguous()
-    rec0 = rec0.contiguous() if spec.recurrent else None
-    plan = flat_plan(tuple(u.shape[1:]), beta=beta, gamma=gamma, thr=thr, nthr=nthr, bias=bias, kp=kp, kn=kn, w=w)
-    Y = native.empty_like_huge(u)
-    M = torch.empty_like(u) if save else None
-    R = torch.empty_like(u) if save and spec.recurrent else None
-    memT = torch.empty_like(mem0)
-    recT = torch.empty_like(rec0) if spec.recurrent else None
-    native.fire_forward(variant_of(spec), u.shape[0], plan.layout, plan.params, u, mem0, rec0, Y, M, R, memT, recT)
-    return tuple(_nothing(u) if t is None else t for t in (Y, memT, recT, M, R))  # type: ignore[return-value]
+    s0 = FireStates(mem0, nm0, rec0, nr0)
+    p = FireParams(beta, nbeta, gamma, ngamma, thr, nthr, bias, kp, kn, w, nw)
+    _, Y, finals, saved = flat_pass(spec, u, s0, p, native, save, alloc=torch.empty_like)
+    finals_out = [finals[f] if f in finals else u.new_empty(0) for f in FireStates._fields]  # no two alias
+    return (Y, *finals_out, *(saved[k] if k in saved else u.new_empty(0) for k in _SAVED))  # type: ignore[return-value]
 
 
 @fire_native.register_fake
-def _(u, mem0, rec0, beta, gamma, thr, nthr, bias, kp, kn, w, neuron, save, slope, surrogate, detach_reset):
-    recurrent = NeuronSpec.from_name(neuron).recurrent
-    return (
-        torch.empty_like(u),
-        torch.empty_like(mem0),
-        torch.empty_like(mem0) if recurrent else u.new_empty(0),
-        torch.empty_like(u) if save else u.new_empty(0),
-        torch.empty_like(u) if save and recurrent else u.new_empty(0),
-    )
+def _(u, *rest):
+    states, save = rest[:_N_STATES], rest[_N_STATES + _N_PARAMS + 1]
+    finals = [u.new_empty(0) if s is None else torch.empty_like(s) for s in states]
+    kept = [u.new_empty(0) if s is None or not save else torch.empty_like(u) for s in states]
+    return (torch.empty_like(u), *finals, *kept)
 
 
 @torch.library.custom_op("tracetorch::fire_native_backward", mutates_args=())
 def fire_native_backward(
     gY: Tensor | None,
-    g_memT: Tensor | None,
-    g_recT: Tensor | None,
+    g_mem: Tensor | None,
+    g_nm: Tensor | None,
+    g_rec: Tensor | None,
+    g_nr: Tensor | None,
+    u: Tensor,
     M: Tensor,
+    NM: Tensor | None,
     R: Tensor | None,
+    NR: Tensor | None,
     mem0: Tensor,
+    nm0: Tensor | None,
     rec0: Tensor | None,
+    nr0: Tensor | None,
     beta: Tensor,
+    nbeta: Tensor | None,
     gamma: Tensor | None,
+    ngamma: Tensor | None,
     thr: Tensor,
     nthr: Tensor | None,
     bias: Tensor,
     kp: Tensor | None,
     kn: Tensor | None,
     w: Tensor | None,
+    nw: Tensor | None,
     neuron: str,
     slope: float,
     surrogate: str,
     detach_reset: bool,
     wanted: list[bool],
 ) -> list[Tensor]:
-    """The gradients of :func:`fire_native`'s tensor inputs (``u, mem0, rec0, beta, gamma, thr, nthr, bias, kp, kn,
-    w``) flagged in ``wanted``, in that order."""
+    """The gradients of :func:`fire_native`'s tensor inputs (``u``, the states, the parameters) flagged in
+    ``wanted``, in that order."""
     cfg = _Config(neuron, slope, surrogate, detach_reset)
-    p = {"beta": beta, "gamma": gamma, "thr": thr, "nthr": nthr, "bias": bias, "kp": kp, "kn": kn, "w": w}
-    plan = flat_plan(tuple(M.shape[1:]), **p)
+    s0 = FireStates(mem0, nm0, rec0, nr0)
+    p = FireParams(beta, nbeta, gamma, ngamma, thr, nthr, bias, kp, kn, w, nw)
+    plan = flat_plan(tuple(u.shape[1:]), **p._asdict())
     want = dict(zip(_INPUTS, wanted, strict=True))
-    g = flat_gradients(cfg, plan, native, M, R, mem0, rec0, p, want, gY, g_memT, g_recT)
+    kept = {"u": u, "M": M, "NM": NM, "R": R, "NR": NR}
+    g_states = dict(zip(FireStates._fields, (g_mem, g_nm, g_rec, g_nr), strict=True))
+    g = flat_gradients(cfg, plan, native, kept, s0, p._asdict(), want, gY, g_states)
     return [g[k] for k, on in want.items() if on]
 
 
 @fire_native_backward.register_fake
-def _(gY, g_memT, g_recT, M, R, mem0, rec0, beta, gamma, thr, nthr, bias, kp, kn, w, neuron, slope, surrogate,
-      detach_reset, wanted):  # fmt: skip
-    like = {"u": M, "mem0": mem0, "rec0": rec0, "beta": beta, "gamma": gamma, "thr": thr, "nthr": nthr, "bias": bias}
-    like |= {"kp": kp, "kn": kn, "w": w}
-    return [torch.empty_like(like[k]) for k, on in zip(_INPUTS, wanted, strict=True) if on]
+def _(*args):
+    like, wanted = args[5:6] + args[10:25], args[-1]  # u, the states, the parameters
+    return [torch.empty_like(t) for t, on in zip(like, wanted, strict=True) if on]
+
+
+_INPUTS = ("u", *FireStates._fields, *FireParams._fields)  # fire_native's tensor inputs, in order
+_N_TENSORS = len(_INPUTS)
 
 
 def _setup_context(ctx, inputs, output) -> None:
-    _u, mem0, rec0, beta, gamma, thr, nthr, bias, kp, kn, w, neuron, _save, slope, surrogate, detach_reset = inputs
-    _, _, _, M, R = output
+    tensors, spike = inputs[:_N_TENSORS], inputs[_N_TENSORS:]
+    neuron, _save, slope, surrogate, detach_reset = spike
     ctx.spike = (neuron, slope, surrogate, detach_reset)
-    ctx.save_for_backward(M, R, mem0, rec0, beta, gamma, thr, nthr, bias, kp, kn, w)
+    ctx.present = [t is not None for t in tensors]
+    ctx.save_for_backward(*tensors, *(_or_none(t) for t in output[5:]))
 
 
-def _backward(ctx, gY, g_memT, g_recT, _gM, _gR):
-    M, R, mem0, rec0, beta, gamma, thr, nthr, bias, kp, kn, w = ctx.saved_tensors
-    present = (True, True, rec0 is not None, True, gamma is not None, True, nthr is not None, True, kp is not None,
-               kn is not None, w is not None)  # fmt: skip
-    wanted = [bool(need) and there for need, there in zip(ctx.needs_input_grad, present, strict=False)]
-    g_recT = None if g_recT is None else _or_none(g_recT)
-    grads = fire_native_backward(
-        gY, g_memT, g_recT, M, _or_none(R), mem0, rec0, beta, gamma, thr, nthr, bias, kp, kn, w, *ctx.spike, wanted
-    )
+def _backward(ctx, gY, *g_rest):
+    tensors, saved = ctx.saved_tensors[:_N_TENSORS], ctx.saved_tensors[_N_TENSORS:]
+    wanted = [bool(n) and there for n, there in zip(ctx.needs_input_grad, ctx.present, strict=False)]
+    g_finals = [_or_none(g) for g in g_rest[:4]]
+    u, states, params = tensors[0], tensors[1 : 1 + _N_STATES], tensors[1 + _N_STATES :]
+    grads = fire_native_backward(gY, *g_finals, u, *saved, *states, *params, *ctx.spike, wanted)
     by_name = dict(zip((k for k, on in zip(_INPUTS, wanted, strict=True) if on), grads, strict=True))
     return (*(by_name.get(k) for k in _INPUTS), None, None, None, None, None)
 
@@ -156,14 +168,13 @@ def fire_native_compiled(
     new: dict[str, Tensor],
 ) -> tuple[Tensor, dict[str, Tensor]]:  # fmt: skip
     """What :func:`tracetorch.ops.fire.fire_sequence` computes with the native kernels, through the custom op (for
-    compiled graphs): a single-branch firing type with Heaviside spikes on the CPU."""
+    compiled graphs): a firing type with Heaviside spikes on the CPU (under D, ``u`` is the whole drive)."""
     s, fp = FireStates.of(spec, state), FireParams.of(spec, p)
-    flat = [getattr(fp, k) for k in FLAT_PARAMS]
     save = torch.is_grad_enabled()
-    y, memT, recT, _, _ = fire_native(
-        u, s.mem, s.rec, *flat, spec.name, save, float(spike_fn.slope), spike_fn.surrogate, bool(detach_reset)
-    )
-    new["mem"] = memT
-    if spec.recurrent:
-        new["rec"] = recT
+    y, *finals = fire_native(
+        u, *s, *fp, spec.name, save, float(spike_fn.slope), spike_fn.surrogate, bool(detach_reset)
+    )[:5]
+    for name, final in zip(FireStates.names(spec), finals, strict=True):
+        if name is not None:
+            new[name] = final
     return y, new

@@ -1,11 +1,13 @@
 """Optional native CPU kernels, compiled on first use with the system C compiler and loaded with ``ctypes``.
 
-The single-branch firing types (B, T and TS families, with or without R; the S stage runs before them) have C
-kernels for their whole-sequence forward and backward (``native_fire.inc``, one build per variant and dtype,
-made the first time a layer of that kind runs), and LIB/SLIB a streaming step (``native_lif.c``): one pass over
-memory per direction, time innermost, the parameters read once per sequence. Nothing here is required: without
-a C compiler (or with ``TRACETORCH_BACKEND=torch``) the pure-torch kernels of :mod:`.torch_kernel` run, and
-both give the same outputs bit for bit.
+The firing types (B, T and TS families, with or without D and R; the S stage runs before them) have C kernels for
+their whole-sequence forward and backward (``native_fire.inc``, one build per variant and dtype, made the first
+time a layer of that kind runs), and LIB/SLIB a streaming step (``native_lif.c``): one pass over memory per
+direction, time innermost, the parameters read once per sequence. The kernels take their tensors as packs of
+addresses by slot name (:data:`FWD_IO`, :data:`BWD_IO`, :data:`PARAM_SLOTS`, :data:`ACC_SLOTS`).
+
+Nothing here is required: without a C compiler (or with ``TRACETORCH_BACKEND=torch``) the pure-torch kernels of
+:mod:`.torch_kernel` run, and both give the same outputs bit for bit.
 
 The libraries are built once per source, compiler, flags and CPU into ``$TRACETORCH_CACHE`` (default
 ``~/.cache/tracetorch``)``/native/`` with ``-O3 -march=native -ffp-contract=off`` (no fused multiply-adds but
@@ -60,22 +62,30 @@ __all__ = [
     "native_available",
     "native_status",
     "param_layout",
+    "variant_flags",
     "variant_kernels",
 ]
 
 _SOURCE = Path(__file__).with_name("native_lif.c")
 _INCLUDES = [Path(__file__).with_name("native_fire.inc")]
-_ABI = 4
+_ABI = 5
 _FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-trapping-math", "-fPIC", "-shared"]
 # GCC gives up vectorising a loop that needs more than 10 run-time alias checks (the recurrent ternary kernels
 # need more; without this they ran scalar, 2x slower than the torch kernels)
 _GCC_FLAGS = ["--param", "vect-max-version-for-alias-checks=100"]
 SURROGATE_KIND = {"sigmoid": 0, "atan": 1, "fast_sigmoid": 2, "triangle": 3}
-# the single-branch firing variants with a kernel: b (LIB), br (RLIB), t (LIT), tr (RLIT), ts (LITS), tsr (RLITS)
-VARIANTS = ("b", "br", "t", "tr", "ts", "tsr")
+# the firing variants with a kernel: b (LIB), br (RLIB), t (LIT), tr (RLIT), ts (LITS), tsr (RLITS), and each with a
+# leading d for the D types (db: DLIB, ...); S runs before the kernel, so SLIB takes b, DSRLITS dtsr
+VARIANTS = tuple(d + v for d in ("", "d") for v in ("b", "br", "t", "tr", "ts", "tsr"))
 # the slots of the parameter and gradient-accumulator packs (native_fire.inc)
-PARAM_SLOTS = ("beta", "thr_e", "neg_thr", "nthr", "nnthr_e", "kp", "kn", "gamma", "one_m_gamma", "w")
-ACC_SLOTS = ("beta", "vp", "rp", "vn", "rn", "kp", "kn", "gamma", "w")
+PARAM_SLOTS = ("beta", "thr_e", "neg_thr", "nthr", "nnthr_e", "kp", "kn", "gamma", "one_m_gamma", "w", "nbeta",
+               "ngamma", "one_m_ngamma", "nw")  # fmt: skip
+ACC_SLOTS = ("beta", "vp", "rp", "vn", "rn", "kp", "kn", "gamma", "w", "nbeta", "ngamma", "nw")
+# the tensor slots of the forward's and the backward's pointer packs (native_fire.inc); n-prefixed: the negative
+# branch of the D types (their membrane, and their second recurrent trace where the output can be negative)
+FWD_IO = ("u", "mem0", "nmem0", "rec0", "nrec0", "Y", "M", "NM", "R", "NR", "memT", "nmemT", "recT", "nrecT")
+BWD_IO = ("gY", "u", "M", "NM", "R", "NR", "mem0", "nmem0", "rec0", "nrec0", "gmemT", "gnmemT", "grecT", "gnrecT",
+          "gU", "gmem0", "gnmem0", "grec0", "gnrec0")  # fmt: skip
 
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
@@ -295,6 +305,13 @@ def _build() -> ctypes.CDLL:
 _variant_libs: dict[tuple[str, str], ctypes.CDLL | None] = {}
 
 
+def variant_flags(variant: str) -> dict[str, bool]:
+    """The compile-time switches of a variant (:data:`VARIANTS`): ``DUAL``, ``TERN``, ``TS``, ``REC``."""
+    single = variant.removeprefix("d")
+    return {"DUAL": variant.startswith("d"), "TERN": single.startswith("t"), "TS": single.startswith("ts"),
+            "REC": single.endswith("r")}  # fmt: skip
+
+
 def variant_kernels(variant: str, dtype: torch.dtype) -> tuple | None:
     """``(forward, backward)`` of a firing variant (:data:`VARIANTS`) for float32/float64, built on first use
     (a few seconds, once per machine); ``None`` when the native kernels are unavailable."""
@@ -305,14 +322,14 @@ def variant_kernels(variant: str, dtype: torch.dtype) -> tuple | None:
             return None
         with _lock:
             if key not in _variant_libs:
-                tern, ts, rec = int(variant.startswith("t")), int(variant.startswith("ts")), int(variant.endswith("r"))
-                defines = [f"-DTT_NAME={variant}", f"-DTT_TERN={tern}", f"-DTT_TS={ts}", f"-DTT_REC={rec}"]
+                flags = variant_flags(variant)
+                defines = [f"-DTT_NAME={variant}"] + [f"-DTT_{k}={int(v)}" for k, v in flags.items()]
                 try:
                     lib = _compile(defines + (["-DTT_F64"] if sfx == "f64" else []))
                     fwd = getattr(lib, f"tt_fire_fwd_{sfx}_{variant}")
                     bwd = getattr(lib, f"tt_fire_bwd_{sfx}_{variant}")
-                    fwd.argtypes, fwd.restype = [_CI64] * 5 + [_CPTR] * 9, None
-                    bwd.argtypes, bwd.restype = [_CI64] * 5 + [_CPTR, _CF64, _CI32, _CI32] + [_CPTR] * 11, None
+                    fwd.argtypes, fwd.restype = [_CI64] * 6 + [_CPTR] * 2, None
+                    bwd.argtypes, bwd.restype = [_CI64] * 6 + [_CPTR, _CF64, _CI32, _CI32, _CPTR, _CPTR], None
                     _variant_libs[key] = lib
                 except Exception:  # any failure means: use the torch kernels
                     _variant_libs[key] = None
@@ -456,29 +473,25 @@ def _pack(ptrs: list[int | None]) -> Tensor:
     return torch.tensor([0 if p is None else p for p in ptrs], dtype=torch.int64)
 
 
-def fire_forward(
-    variant: str, T: int, layout: tuple[int, int, int], params: dict[str, Tensor], u: Tensor, mem0: Tensor,
-    rec0: Tensor | None, Y: Tensor, M: Tensor | None, R: Tensor | None, memT: Tensor, recT: Tensor | None,
-) -> None:  # fmt: skip
-    """Run a variant's forward kernel (loaded: :func:`native_available`) over T steps. Tensors: contiguous CPU
-    of one dtype (float32/float64); ``params``: flat P-long vectors by :data:`PARAM_SLOTS` name (absent ones
-    omitted). ``M`` (pre-reset membranes) and ``R`` (recurrent traces) may be ``None``: nothing saved."""
-    fn = variant_kernels(variant, u.dtype)[0]
+def _pack_of(slots: tuple[str, ...], tensors: dict[str, Tensor | None]) -> Tensor:
+    """The addresses of ``tensors`` in the order of ``slots`` (0 where absent); unknown names are an error."""
+    unknown = set(tensors) - set(slots)
+    if unknown:
+        raise KeyError(f"no slot for {sorted(unknown)} (slots: {slots})")
+    return _pack([None if (t := tensors.get(k)) is None else t.data_ptr() for k in slots])
+
+
+def fire_forward(variant: str, T: int, layout: tuple[int, int, int], params: dict[str, Tensor], io: dict) -> None:
+    """Run a variant's forward kernel (loaded: :func:`native_available`) over T steps. ``io``: the tensors by
+    :data:`FWD_IO` name (absent ones omitted or ``None``), contiguous CPU of one dtype (float32/float64), ``[T, ...]``
+    sequences and step-shaped states; ``M``/``NM`` (pre-reset membranes) and ``R``/``NR`` (recurrent traces) absent:
+    nothing saved. ``params``: flat P-long vectors by :data:`PARAM_SLOTS` name."""
+    fn = variant_kernels(variant, io["u"].dtype)[0]
     _, P, J = layout
-    n, es = mem0.numel(), u.element_size()
-    pack = _pack([params[k].data_ptr() if k in params else None for k in PARAM_SLOTS])
-
-    def part(o0: int, o1: int):
-        off = o0 * P * J * es
-
-        def at(t: Tensor | None) -> int | None:
-            return None if t is None else t.data_ptr() + off
-
-        args = (T, o1 - o0, P, J, n, pack.data_ptr(), at(u), at(mem0), at(rec0), at(Y), at(M), at(R), at(memT),
-                at(recT))  # fmt: skip
-        return lambda: fn(*args)
-
-    _run([part(o0, o1) for o0, o1 in _ranges(T, layout)])
+    n = io["mem0"].numel()
+    pack, ptrs = _pack_of(PARAM_SLOTS, params), _pack_of(FWD_IO, io)
+    args = (P, J, n, pack.data_ptr(), ptrs.data_ptr())
+    _run([lambda o0=o0, o1=o1: fn(T, o0, o1, *args) for o0, o1 in _ranges(T, layout)])
 
 
 class StepPlan:
@@ -497,26 +510,42 @@ class StepPlan:
         return StepPlan, (self.layout, *self.params)
 
 
+_F = {k: i for i, k in enumerate(FWD_IO)}
+
+
 class FireStep:
-    """One streaming step of a single-branch firing variant through its sequence kernel (T = 1, states updated
-    in place), with the kernel and the parameter pack looked up once per stream."""
+    """One streaming step of a firing variant through its sequence kernel (T = 1, states updated in place), with
+    the kernel, the parameter pack and a pointer pack looked up once per stream."""
 
     def __init__(self, variant: str, layout: tuple[int, int, int], params: dict[str, Tensor]) -> None:
         self.variant, self.layout, self.params = variant, layout, params
         dtype = next(iter(params.values())).dtype
         self.fn = variant_kernels(variant, dtype)[0]
-        self.pack = _pack([params[k].data_ptr() if k in params else None for k in PARAM_SLOTS])
-        self.args = (1, *layout, layout[0] * layout[1] * layout[2], self.pack.data_ptr())
+        self.pack = _pack_of(PARAM_SLOTS, params)
+        self.io = (ctypes.c_int64 * len(FWD_IO))()  # filled per step: the step's tensors move
+        n = layout[0] * layout[1] * layout[2]
+        self.args = (1, 0, layout[0], layout[1], layout[2], n, self.pack.data_ptr(), ctypes.addressof(self.io))
 
-    def __reduce__(self):  # copies and pickles rebuild the pack for their own tensors
+    def __reduce__(self):  # copies and pickles rebuild the packs for their own tensors
         return FireStep, (self.variant, self.layout, self.params)
 
 
-def fire_step(step: FireStep, u: Tensor, mem: Tensor, rec: Tensor | None, y: Tensor) -> None:
-    """``mem`` (and ``rec``) updated in place, the outputs into ``y``; contiguous tensors of the plan's shape."""
-    r = None if rec is None else rec.data_ptr()
-    m = mem.data_ptr()
-    step.fn(*step.args, u.data_ptr(), m, r, y.data_ptr(), None, None, m, r)
+def fire_step(
+    step: FireStep, u: Tensor, mem: Tensor, y: Tensor, rec: Tensor | None = None, nmem: Tensor | None = None,
+    nrec: Tensor | None = None,
+) -> None:  # fmt: skip
+    """The states (``mem``; ``rec`` for R types, ``nmem`` for D types, ``nrec`` for D types with two traces) updated
+    in place, the outputs into ``y``; contiguous tensors of the plan's shape and dtype."""
+    io = step.io
+    io[_F["u"]], io[_F["Y"]] = u.data_ptr(), y.data_ptr()
+    io[_F["mem0"]] = io[_F["memT"]] = mem.data_ptr()
+    if rec is not None:
+        io[_F["rec0"]] = io[_F["recT"]] = rec.data_ptr()
+    if nmem is not None:
+        io[_F["nmem0"]] = io[_F["nmemT"]] = nmem.data_ptr()
+    if nrec is not None:
+        io[_F["nrec0"]] = io[_F["nrecT"]] = nrec.data_ptr()
+    step.fn(*step.args)
 
 
 def lif_step(plan: StepPlan, u: Tensor, mem: Tensor, y: Tensor) -> None:
@@ -526,34 +555,27 @@ def lif_step(plan: StepPlan, u: Tensor, mem: Tensor, y: Tensor) -> None:
 
 def fire_backward(
     variant: str, layout: tuple[int, int, int], params: dict[str, Tensor], slope: float, surrogate: str,
-    detach_reset: bool, gY: Tensor, M: Tensor, R: Tensor | None, mem0: Tensor, rec0: Tensor | None,
-    gmemT: Tensor | None, grecT: Tensor | None, gU: Tensor | None, gmem0: Tensor, grec0: Tensor | None,
-    accs: dict[str, Tensor],
+    detach_reset: bool, io: dict, accs: dict[str, Tensor],
 ) -> None:  # fmt: skip
-    """Run a variant's backward kernel. ``accs``: P-long accumulators by :data:`ACC_SLOTS` name (only the wanted
-    ones), added to; threads other than the first accumulate into their own zeroed copies, added in at the
-    end. The spikes are recomputed from ``M``."""
+    """Run a variant's backward kernel. ``io``: the tensors by :data:`BWD_IO` name (``M``, the initial states and
+    the gradients of the initial states always; ``u`` under D; the rest where the type has them and they are
+    wanted). ``accs``: P-long accumulators by :data:`ACC_SLOTS` name (only the wanted ones), added to; threads other
+    than the first accumulate into their own zeroed copies, added in at the end. The spikes are recomputed from
+    ``M`` (and ``NM``)."""
+    M = io["M"]
     fn = variant_kernels(variant, M.dtype)[1]
     T = M.shape[0]
     _, P, J = layout
-    n, es = mem0.numel(), M.element_size()
-    pack = _pack([params[k].data_ptr() if k in params else None for k in PARAM_SLOTS])
+    n = io["mem0"].numel()
+    pack, ptrs = _pack_of(PARAM_SLOTS, params), _pack_of(BWD_IO, io)
     consts = (float(slope), SURROGATE_KIND[surrogate], int(bool(detach_reset)))
     ranges = _ranges(T, layout)
     own = [accs] + [{k: torch.zeros_like(a) for k, a in accs.items()} for _ in ranges[1:]]
-    packs = [_pack([a[k].data_ptr() if k in a else None for k in ACC_SLOTS]) for a in own]
-
-    def part(o0: int, o1: int, acc_pack: Tensor):
-        off = o0 * P * J * es
-
-        def at(t: Tensor | None) -> int | None:
-            return None if t is None else t.data_ptr() + off
-
-        args = (T, o1 - o0, P, J, n, pack.data_ptr(), *consts, at(gY), at(M), at(R), at(mem0), at(rec0),
-                at(gmemT), at(grecT), at(gU), at(gmem0), at(grec0), acc_pack.data_ptr())  # fmt: skip
-        return lambda: fn(*args)
-
-    _run([part(o0, o1, ap) for (o0, o1), ap in zip(ranges, packs, strict=True)])
+    acc_packs = [_pack_of(ACC_SLOTS, a) for a in own]
+    _run([
+        lambda o0=o0, o1=o1, ap=ap: fn(T, o0, o1, P, J, n, pack.data_ptr(), *consts, ptrs.data_ptr(), ap.data_ptr())
+        for (o0, o1), ap in zip(ranges, acc_packs, strict=True)
+    ])  # fmt: skip
     for extra in own[1:]:
         for k, a in extra.items():
             accs[k].add_(a)

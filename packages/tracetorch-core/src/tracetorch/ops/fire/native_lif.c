@@ -1,9 +1,9 @@
-/* Native CPU kernels for the single-branch firing types (B, T, TS families, with or without R; S runs before
- * them): one pass over the whole sequence, forward and backward, for float32 and float64; and the streaming
- * step of LIB/SLIB.
+/* Native CPU kernels for the firing types (B, T, TS families, with or without D and R; S runs before them): one
+ * pass over the whole sequence, forward and backward, for float32 and float64; and the streaming step of
+ * LIB/SLIB.
  *
  * Compiled on first use by tracetorch/ops/native.py with the system C compiler (-O3 -march=native
- * -ffp-contract=off) and loaded with ctypes; without a compiler the pure-torch kernels in snn/fused.py run.
+ * -ffp-contract=off) and loaded with ctypes; without a compiler the pure-torch kernels of torch_kernel.py run.
  * Reference: the step loop over tracetorch.functional.neuron_step; tests compare outputs (bit for bit),
  * final states and gradients.
  *
@@ -102,11 +102,12 @@ static inline double tt_exp(double x) { return exp(x); }
 DEFINE_STEP(float, f32, TT_MADDF)
 DEFINE_STEP(double, f64, TT_MADD)
 
-/* The whole-sequence kernels of the single-branch firing types (native_fire.inc), one dtype and variant per
- * build: the loader compiles this file again with -DTT_NAME=<variant> (b: LIB, SLIB; br: RLIB, SRLIB; t: LIT,
- * SLIT; tr: RLIT, SRLIT; ts: LITS, SLITS; tsr: RLITS, SRLITS), -DTT_TERN/-DTT_TS/-DTT_REC = 0 or 1 and -DTT_F64
- * for float64, the first time a layer of that kind runs: one such build takes a few seconds, all twelve at once
- * several times longer. Without TT_NAME the library holds the streaming step and the helpers only. */
+/* The whole-sequence kernels of the firing types (native_fire.inc), one dtype and variant per build: the loader
+ * compiles this file again with -DTT_NAME=<variant> (b: LIB, SLIB; br: RLIB, SRLIB; t: LIT, SLIT; tr: RLIT, SRLIT;
+ * ts: LITS, SLITS; tsr: RLITS, SRLITS; the same with a leading d for the D types), -DTT_DUAL/-DTT_TERN/-DTT_TS/
+ * -DTT_REC = 0 or 1 and -DTT_F64 for float64, the first time a layer of that kind runs: one such build takes a few
+ * seconds, all of them at once several times longer. Without TT_NAME the library holds the streaming step and the
+ * helpers only. */
 #ifdef TT_NAME
 #ifdef TT_F64
 #define REAL double
@@ -119,6 +120,7 @@ DEFINE_STEP(double, f64, TT_MADD)
 #define MADD TT_MADDF
 #define EXPF tt_expf
 #endif
+#define DUAL TT_DUAL
 #define TERN TT_TERN
 #define TS TT_TS
 #define REC TT_REC
@@ -142,4 +144,4 @@ void tt_advise_huge(void *p, int64_t nbytes) {
 }
 
 /* A version number the loader checks, so a stale cached library is never used with newer Python code. */
-int tt_native_abi(void) { return 4; }
+int tt_native_abi(void) { return 5; }

@@ -52,13 +52,19 @@ class FireStates(NamedTuple):
     rec: Tensor | None
     nr: Tensor | None
 
+    @staticmethod
+    def names(spec: NeuronSpec) -> tuple[str | None, str | None, str | None, str | None]:
+        """The layer's state names (:attr:`NeuronSpec.states`) of the four fields, ``None`` where the type has none."""
+        mem, nm = ("pos_mem", "neg_mem") if spec.dual else ("mem", None)
+        if spec.dual_rec:
+            return mem, nm, "pos_rec", "neg_rec"
+        return mem, nm, ("rec" if spec.recurrent else None), None
+
     @classmethod
     def of(cls, spec: NeuronSpec, state: dict[str, Tensor]) -> FireStates:
         """From a layer's state dict (names of :attr:`NeuronSpec.states`)."""
-        mem, nm = (state["pos_mem"], state["neg_mem"]) if spec.dual else (state["mem"], None)
-        rec, nr = (state["pos_rec"], state["neg_rec"]) if spec.dual_rec else (state.get("rec"), None)
-        return cls(mem, nm, rec, nr)
+        return cls(*(None if k is None else state[k] for k in cls.names(spec)))
 
 
-# the parameters the flat kernels (native C, Triton) take, by their FireParams names
-FLAT_PARAMS = ("beta", "gamma", "thr", "nthr", "bias", "kp", "kn", "w")
+# the parameters the flat kernels (native C, Triton) take, by their FireParams names: all of them
+FLAT_PARAMS = FireParams._fields

@@ -152,7 +152,7 @@ class FiringCore(torch.autograd.Function):
         kernels = cfg.kernels
         if kernels is not None:
             try:
-                return flat_forward(ctx, cfg, need, u, mem0, rec0, p, kernels)
+                return flat_forward(ctx, cfg, need, u, s0, p, kernels)
             except Exception as exc:
                 if kernels is not triton:
                     raise
@@ -161,6 +161,10 @@ class FiringCore(torch.autograd.Function):
                 warnings.warn(f"tracetorch: Triton firing kernels disabled ({exc}); using the torch kernels",
                               RuntimeWarning, stacklevel=2)  # fmt: skip
         ctx.plan = None
+        ctx.whole_drive = None
+        if cfg.spec.dual and dn is None:  # a D type whose flat kernel was meant to split the drive (it failed)
+            ctx.whole_drive = u
+            u, dn = u.clamp(min=0), u.clamp(max=0)
         c = FireConstants(cfg, p)
         dual, rec_on, dual_rec = c.dual, c.rec_on, c.dual_rec
         T = u.shape[0]
@@ -206,7 +210,7 @@ class FiringCore(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, gY, *g_finals):
         if ctx.plan is not None:
-            return flat_backward(ctx, gY, g_finals[0], g_finals[1] if len(g_finals) > 1 else None)
+            return flat_backward(ctx, gY, *g_finals)
         cfg: FireConfig = ctx.cfg
         Y, M, NM, REC, NREC, SP, SN, *rest = ctx.saved_tensors
         mem0, nm0, rec0, nr0 = FireStates(*rest[:4])
@@ -216,6 +220,9 @@ class FiringCore(torch.autograd.Function):
         dual, rec_on, dual_rec, tern, ts = c.dual, c.rec_on, c.dual_rec, c.tern, c.ts
         (n_u, n_dn, n_mem0, n_nm0, n_rec0, n_nr0, n_beta, n_nbeta, n_gamma, n_ngamma, n_thr, n_nthr, n_bias, n_kp,
          n_kn, n_w, n_nw) = ctx.needs_input_grad[1:]  # fmt: skip
+        whole = ctx.whole_drive  # the drive split here, not by the caller: its gradient takes both halves
+        if whole is not None:
+            n_dn = n_u
         T = M.shape[0]
         stochastic = cfg.mode == "stochastic"
         sigmoid_fast = cfg.surrogate == "sigmoid"
@@ -413,6 +420,9 @@ class FiringCore(torch.autograd.Function):
         g_bias = None
         if n_bias:
             g_bias = red(acc_vp - acc_vn if tern else acc_vp, bias)
+        if whole is not None and n_u:  # as autograd would through u.clamp(min=0) and u.clamp(max=0)
+            gU = torch.where(whole >= 0, gU, 0) + torch.where(whole <= 0, gDN, 0)
+            n_dn = False
         return (
             None,
             gU if n_u else None,

@@ -102,7 +102,8 @@ def scan_bwd(u, delta, a2, Ap, B, C, Dp, ckpt, scratch, gy, ghT, gu, gdelta, gB_
             Ct = tl.load(C + at_n, mask=mn, other=0.0)
             gyt = tl.load(gy + at_d, mask=md, other=0.0)
             h_t = tl.load(own + (t - ts) * slot, mask=m2, other=0.0)
-            h_p = tl.load(own + (t - ts - 1) * slot, mask=m2 & (t > ts), other=0.0)
+            has_prev = (m2.to(tl.int32) * 0 + t) > ts  # a tile: Triton's interpreter cannot AND a tile with a scalar
+            h_p = tl.load(own + (t - ts - 1) * slot, mask=m2 & has_prev, other=0.0)
             h_p = tl.where(t > ts, h_p, start)
             # y_t = C_t . h_t + D u_t
             g_h += gyt[:, None] * Ct[None, :]
