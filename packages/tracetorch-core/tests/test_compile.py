@@ -123,6 +123,8 @@ def test_spiking_scan_compiles_fullgraph_with_native_kernels_kept(name):
     natively = eager.spec.fires and fire.compiles_natively(eager.spec, x, eager.spike_fn, eager.detach_reset)
     assert ("tracetorch.fire_native.default" in ops) == natively, ops
     assert natively == (name != "LI") or not fire.native.native_available()
+    traced = not eager.spec.fires or eager.spec.synaptic  # a trace stage: kept as tracetorch::trace_native
+    assert ("tracetorch.trace_native.default" in ops) == (traced and fire.native.native_available()), ops
     y.square().sum().backward()
     want = eager.scan(x)
     want.square().sum().backward()
@@ -160,3 +162,22 @@ def test_native_custom_op_passes_opcheck():
     for name, (states, params) in (("RLIB", rlib), ("DSRLIT", dsrlit)):
         args = (u, *states, *params, name, True, 4.0, "sigmoid", False)
         torch.library.opcheck(torch.ops.tracetorch.fire_native.default, args)
+
+
+def test_trace_custom_op_passes_opcheck():
+    """The trace op's custom op (tracetorch::trace_native): fake implementation, schema and autograd agree with the
+    kernel, single and dual, plain and EMA."""
+    from tracetorch.ops import fire
+
+    if not fire.native.native_available():
+        pytest.skip(f"native kernels unavailable: {fire.native.native_status()}")
+
+    def leaf(t: torch.Tensor) -> torch.Tensor:
+        return t.requires_grad_(True)
+
+    x = leaf(torch.randn(6, 2, 8))
+    a, na = leaf(torch.rand(8) * 0.8 + 0.1), leaf(torch.rand(8) * 0.8 + 0.1)
+    h0, nh0 = leaf(torch.randn(2, 8)), leaf(torch.randn(2, 8))
+    for ema in (False, True):
+        torch.library.opcheck(torch.ops.tracetorch.trace_native.default, (x, a, h0, None, None, ema, True))
+        torch.library.opcheck(torch.ops.tracetorch.trace_native.default, (x, a, h0, na, nh0, ema, True))

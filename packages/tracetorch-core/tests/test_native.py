@@ -96,7 +96,9 @@ def make(name, n, dim, gen, dtype, rank, surrogate, detach_reset):
         kwargs[p.name] = v if rank == 1 else float(v[0])
         kwargs[f"{p.name}_rank"] = rank
         kwargs[f"learn_{p.name}"] = True
-    layer = getattr(tt.snn, name)(n, dim=dim, spike_fn=surrogate, detach_reset=detach_reset, **kwargs)
+    if F.NeuronSpec.from_name(name).fires:
+        kwargs |= {"spike_fn": surrogate, "detach_reset": detach_reset}
+    layer = getattr(tt.snn, name)(n, dim=dim, **kwargs)
     return layer.to(dtype)
 
 

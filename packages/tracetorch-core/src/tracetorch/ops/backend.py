@@ -174,10 +174,19 @@ def _explain_spiking(layer, x) -> tuple[str, str]:
     from ..functional.spike import SpikeFunction
     from .fire import FireConfig, why_not_flat
     from .fire.flat import variant_of
+    from .trace import why_not_native
+    from .trace.native import trace_variant
 
     spec, spike_fn = layer.spec, layer.spike_fn
     if not spec.fires:
-        return "linear scans (tracetorch.ops.linear_scan)", "streaming engine (tracetorch.snn.streaming), torch ops"
+        why = why_not_native(x.unsqueeze(0), [], spec.dual, spec.ema)  # the trace op's own chooser
+        trace = (
+            f"native C trace kernel (tracetorch.ops.trace.native, variant {trace_variant(spec.dual, spec.ema)}, "
+            f"{str(x.dtype)[6:]})"
+            if why is None
+            else f"linear scans (tracetorch.ops.trace, torch path): {why}"
+        )
+        return trace, "streaming engine (tracetorch.snn.streaming), torch ops"
     if not isinstance(spike_fn, SpikeFunction):
         return "reference step loop (a custom spike callable)", "reference step (a custom spike callable)"
     cfg = FireConfig(spec, spike_fn.mode, spike_fn.surrogate, spike_fn.slope, layer.detach_reset)
@@ -189,5 +198,6 @@ def _explain_spiking(layer, x) -> tuple[str, str]:
         return "Triton kernel (tracetorch.ops.fire.triton)", stream
     scan = f"native C kernel (tracetorch.ops.fire.native, variant {variant_of(spec)}, {str(x.dtype)[6:]})"
     if spec.synaptic:
+        scan += "; the synaptic stage: tracetorch.ops.trace"
         return scan, "streaming engine (tracetorch.snn.streaming): synaptic stage in torch, then the native step kernel"
     return scan, "native streaming step (tracetorch.ops.fire.native)"

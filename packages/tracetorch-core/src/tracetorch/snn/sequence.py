@@ -1,9 +1,9 @@
 """Fast whole-sequence paths for the spiking mechanism; the reference is the step loop over
 :func:`tracetorch.functional.neuron_step`, and tests compare the two for every type.
 
-* ``LI`` family: every trace is a first-order linear recurrence, so each is one
-  :func:`~tracetorch.ops.linear_scan` over the whole sequence (one autograd node per trace), with the
-  element-wise parts (sign splits, EMA input scaling) applied to all steps at once.
+* ``LI`` family and the synaptic stage: every trace is a first-order linear recurrence, one trace op over the
+  whole sequence (:mod:`tracetorch.ops.trace`: native C on the CPU, else linear scans), sign splits and EMA
+  scaling included.
 * firing families: the firing op, one autograd node (:mod:`tracetorch.ops.fire`).
 """
 
@@ -18,9 +18,9 @@ from torch import Tensor
 from ..functional.spike import SpikeFunction
 from ..functional.spiking import NeuronSpec
 from ..ops.fire import compiles_natively, fire_sequence
-from ..ops.linear_scan import linear_scan
+from ..ops.trace import trace_sequence
 
-__all__ = ["ema_scan", "fused_sequence", "li_membrane_sequence", "synapse_sequence"]
+__all__ = ["fused_sequence", "li_membrane_sequence", "synapse_sequence"]
 
 
 def fused_sequence(
@@ -47,11 +47,6 @@ def fused_sequence(
     return li_membrane_sequence(spec, u, state, params, new)
 
 
-def ema_scan(x: Tensor, decay: Tensor, h0: Tensor) -> Tensor:
-    """``h_t = decay h_{t-1} + (1 - decay) x_t`` for all t, as ``functional.spiking.ema`` computes each step."""
-    return linear_scan((1 - decay) * x, decay, h0)
-
-
 def synapse_sequence(
     spec: NeuronSpec, x: Tensor, state: dict[str, Tensor], p: dict[str, Tensor], new: dict[str, Tensor]
 ) -> Tensor:
@@ -60,25 +55,23 @@ def synapse_sequence(
     if not spec.synaptic:
         return x
     if spec.dual:
-        pos = ema_scan(x.clamp(min=0), p["pos_alpha"], state["pos_syn"])
-        neg = ema_scan(x.clamp(max=0), p["neg_alpha"], state["neg_syn"])
-        new["pos_syn"], new["neg_syn"] = pos[-1], neg[-1]
-        return pos + neg
-    u = ema_scan(x, p["alpha"], state["syn"])
-    new["syn"] = u[-1]
+        u, new["pos_syn"], new["neg_syn"] = trace_sequence(
+            x, p["pos_alpha"], state["pos_syn"], True, p["neg_alpha"], state["neg_syn"]
+        )
+        return u
+    u, new["syn"] = trace_sequence(x, p["alpha"], state["syn"], True)
     return u
 
 
 def li_membrane_sequence(
     spec: NeuronSpec, u: Tensor, state: dict[str, Tensor], p: dict[str, Tensor], new: dict[str, Tensor]
 ) -> tuple[Tensor, dict[str, Any]]:
-    """The membrane of the 8 ``LI`` types over a whole drive ``u`` ``[T, ...]``: linear scans."""
-    membrane = ema_scan if spec.ema else linear_scan
+    """The membrane of the 8 ``LI`` types over a whole drive ``u`` ``[T, ...]``: one trace op."""
     if spec.dual:
-        pos = membrane(u.clamp(min=0), p["pos_beta"], state["pos_mem"])
-        neg = membrane(u.clamp(max=0), p["neg_beta"], state["neg_mem"])
-        new["pos_mem"], new["neg_mem"] = pos[-1], neg[-1]
-        return pos + neg, new
-    mem = membrane(u, p["beta"], state["mem"])
-    new["mem"] = mem[-1].clone()  # not a view of the output, which the caller may change in place
+        y, new["pos_mem"], new["neg_mem"] = trace_sequence(
+            u, p["pos_beta"], state["pos_mem"], spec.ema, p["neg_beta"], state["neg_mem"]
+        )
+        return y, new
+    mem, last = trace_sequence(u, p["beta"], state["mem"], spec.ema)
+    new["mem"] = last.clone()  # not a view of the output, which the caller may change in place
     return mem, new

@@ -65,9 +65,10 @@ def flat_plan(step_shape: tuple[int, ...], **raw: Tensor | None) -> FlatPlan:
     return FlatPlan(tuple(layout), index, params)
 
 
-def from_flat(acc: Tensor, plan: FlatPlan, step_shape: tuple[int, ...], like: Tensor) -> Tensor:
-    """A P-long gradient accumulator back in the shape of the parameter ``like``."""
-    block = [step_shape[d] if s == slice(None) else 1 for d, s in enumerate(plan.index)]
+def from_flat(acc: Tensor, index: tuple[slice, ...], step_shape: tuple[int, ...], like: Tensor) -> Tensor:
+    """A P-long gradient accumulator back in the shape of the parameter ``like`` (``index``: the layout's cut,
+    :func:`.native.param_layout`)."""
+    block = [step_shape[d] if s == slice(None) else 1 for d, s in enumerate(index)]
     return acc.reshape(block).sum_to_size(like.shape)
 
 
@@ -193,7 +194,7 @@ def flat_gradients(
                           io, accs)  # fmt: skip
 
     def back(acc: Tensor, name: str) -> Tensor:
-        return from_flat(acc, plan, step_shape, p[name])
+        return from_flat(acc, plan.index, step_shape, p[name])
 
     grads: dict[str, Tensor] = {}
     if w("u"):

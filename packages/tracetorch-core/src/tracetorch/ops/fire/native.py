@@ -58,6 +58,7 @@ __all__ = [
     "fire_forward",
     "fire_step",
     "flat_param",
+    "kernel_pair",
     "lif_step",
     "native_available",
     "native_status",
@@ -67,7 +68,9 @@ __all__ = [
 ]
 
 _SOURCE = Path(__file__).with_name("native_lif.c")
-_INCLUDES = [Path(__file__).with_name("native_fire.inc")]
+# the kernels of the other ops built by the same machinery (ops/trace: the LI membranes and synaptic traces)
+_TRACE_DIR = Path(__file__).parent.parent / "trace"
+_INCLUDES = [Path(__file__).with_name("native_fire.inc"), _TRACE_DIR / "native_trace.inc"]
 _ABI = 5
 _FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-trapping-math", "-fPIC", "-shared"]
 # GCC gives up vectorising a loop that needs more than 10 run-time alias checks (the recurrent ternary kernels
@@ -227,7 +230,7 @@ def _build_into(out: Path, cc: str, flags: list[str], inputs: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=".so", dir=out.parent)
     os.close(fd)
     try:
-        cmd = [cc, *flags, "-o", tmp, str(_SOURCE), "-lm"]
+        cmd = [cc, *flags, f"-I{_TRACE_DIR}", "-o", tmp, str(_SOURCE), "-lm"]
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         if res.returncode != 0:
             raise RuntimeError(f"{cc} failed: {res.stderr.strip()[-2000:]}")
@@ -302,7 +305,7 @@ def _build() -> ctypes.CDLL:
     return lib
 
 
-_variant_libs: dict[tuple[str, str], ctypes.CDLL | None] = {}
+_variant_libs: dict[tuple[str, str, str], ctypes.CDLL | None] = {}
 
 
 def variant_flags(variant: str) -> dict[str, bool]:
@@ -315,28 +318,35 @@ def variant_flags(variant: str) -> dict[str, bool]:
 def variant_kernels(variant: str, dtype: torch.dtype) -> tuple | None:
     """``(forward, backward)`` of a firing variant (:data:`VARIANTS`) for float32/float64, built on first use
     (a few seconds, once per machine); ``None`` when the native kernels are unavailable."""
+    defines = [f"-DTT_NAME={variant}"] + [f"-DTT_{k}={int(v)}" for k, v in variant_flags(variant).items()]
+    bwd_args = [_CI64] * 6 + [_CPTR, _CF64, _CI32, _CI32, _CPTR, _CPTR]
+    return kernel_pair("fire", variant, dtype, defines, [_CI64] * 6 + [_CPTR] * 2, bwd_args)
+
+
+def kernel_pair(op: str, variant: str, dtype: torch.dtype, defines: list[str], fwd_args: list, bwd_args: list):
+    """``(forward, backward)`` = ``tt_<op>_fwd_<f32|f64>_<variant>`` and ``tt_<op>_bwd_...`` of a library built
+    from ``native_lif.c`` with ``defines`` (plus ``-DTT_F64`` for float64), built on first use and cached (per
+    process here, per machine on disk); ``None`` when the native kernels are unavailable or the build fails."""
     sfx = "f32" if dtype == torch.float32 else "f64"
-    key = (variant, sfx)
+    key = (op, variant, sfx)
     if key not in _variant_libs:
         if _load() is None:
             return None
         with _lock:
             if key not in _variant_libs:
-                flags = variant_flags(variant)
-                defines = [f"-DTT_NAME={variant}"] + [f"-DTT_{k}={int(v)}" for k, v in flags.items()]
                 try:
                     lib = _compile(defines + (["-DTT_F64"] if sfx == "f64" else []))
-                    fwd = getattr(lib, f"tt_fire_fwd_{sfx}_{variant}")
-                    bwd = getattr(lib, f"tt_fire_bwd_{sfx}_{variant}")
-                    fwd.argtypes, fwd.restype = [_CI64] * 6 + [_CPTR] * 2, None
-                    bwd.argtypes, bwd.restype = [_CI64] * 6 + [_CPTR, _CF64, _CI32, _CI32, _CPTR, _CPTR], None
+                    fwd = getattr(lib, f"tt_{op}_fwd_{sfx}_{variant}")
+                    bwd = getattr(lib, f"tt_{op}_bwd_{sfx}_{variant}")
+                    fwd.argtypes, fwd.restype = fwd_args, None
+                    bwd.argtypes, bwd.restype = bwd_args, None
                     _variant_libs[key] = lib
                 except Exception:  # any failure means: use the torch kernels
                     _variant_libs[key] = None
     lib = _variant_libs[key]
     if lib is None:
         return None
-    return getattr(lib, f"tt_fire_fwd_{sfx}_{variant}"), getattr(lib, f"tt_fire_bwd_{sfx}_{variant}")
+    return getattr(lib, f"tt_{op}_fwd_{sfx}_{variant}"), getattr(lib, f"tt_{op}_bwd_{sfx}_{variant}")
 
 
 @torch.compiler.assume_constant_result  # compiled code asks while tracing: dynamo cannot trace the build's lock

@@ -128,6 +128,24 @@ DEFINE_STEP(double, f64, TT_MADD)
 #include "native_fire.inc"
 #endif
 
+/* The trace op's kernels (ops/trace/native_trace.inc: the LI membranes and the synaptic traces), one variant per
+ * build: -DTT_TNAME=<variant> (li, lie, dli, dlie: plain or EMA, single or dual) with -DTT_DUAL/-DTT_EMA. */
+#ifdef TT_TNAME
+#ifdef TT_F64
+#define REAL double
+#define SFX f64
+#define MADD TT_MADD
+#else
+#define REAL float
+#define SFX f32
+#define MADD TT_MADDF
+#endif
+#define DUAL TT_DUAL
+#define EMA TT_EMA
+#define TNAME TT_TNAME
+#include "native_trace.inc"
+#endif
+
 /* Ask for transparent huge pages on the 2 MiB-aligned part of a fresh buffer (before its first touch):
  * large buffers come straight from mmap, and faulting them in 4 KiB at a time costs more than the kernels
  * themselves (a [500, 16, 4096] float32 tensor is 32,000 faults). Advice only: errors are ignored, and
