@@ -45,25 +45,62 @@ _ROWS = [
     ("norse", "norse", "Norse", "peer", ST, "`LIFBoxCell`, `z, s = cell(x, s)` per step"),
     ("tracetorch-0.16.4", "tracetorch-0.16.4", "traceTorch 0.16.4 (PyPI)", "peer", ST, "`LIB`, `layer(x)` per step"),
     ("tracetorch-0.19.2", "tracetorch-0.19.2", "traceTorch 0.19.2 (PyPI)", "peer", ST, "`LIB`, `layer(x)` per step"),
+    (
+        "tracetorch-kernels",
+        BENCH,
+        "traceTorch (this repo)",
+        "reference",
+        T,
+        "the native kernels `scan` launches, alone (replayed)",
+    ),
+    (
+        "tracetorch-torch-kernel",
+        BENCH,
+        "traceTorch (this repo)",
+        "ours-variant",
+        T,
+        "`layer.scan(x_seq)` on the torch kernels (`TRACETORCH_BACKEND=torch`)",
+    ),
     ("torch-compile", BENCH, "torch.compile'd step loop", "reference", ST, "hand-written step, `torch.compile`d"),
     ("inplace", BENCH, "hand-written in-place torch", "reference", S, "3 in-place ops, preallocated buffers"),
 ]
 IMPLS: list[dict] = [
     {"id": i, "env": e, "lib": lib, "role": r, "workloads": w, "api": api} for i, e, lib, r, w, api in _ROWS
 ]
+# implementations that run only the workloads named here (the others run every workload of their kinds)
+ONLY = {"tracetorch-kernels": ("train_small",), "tracetorch-torch-kernel": ("train_dual",)}
 
 # name -> (workload kind, sizes, repetition). Sizes of the full run are the ones the goals are stated for.
 FULL = {
     "stream": {"workload": "stream", "B": 32, "N": 1024, "warmup": 300, "repeats": 25, "steps": 200},
     "train_T100": {"workload": "train", "T": 100, "B": 32, "N": 1024, "warmup": 3, "repeats": 30},
     "train_T500": {"workload": "train", "T": 500, "B": 16, "N": 4096, "warmup": 2, "repeats": 15},
-}
+    # per-call overhead at small sizes: the whole scan call against the kernels it launches (and every peer)
+    "train_small": {"workload": "train", "T": 100, "B": 8, "N": 256, "warmup": 10, "repeats": 60},
+    # a dual type (two membranes): our native kernels against our torch kernels; no peer has the type
+    "train_dual": {"workload": "train", "neuron": "DLIB", "T": 100, "B": 32, "N": 1024, "warmup": 3, "repeats": 30,
+                   "impls": ["tracetorch-scan", "tracetorch-torch-kernel"]},
+}  # fmt: skip
 QUICK = {
     "stream": {"workload": "stream", "B": 32, "N": 1024, "warmup": 20, "repeats": 5, "steps": 50},
     "train_T100": {"workload": "train", "T": 20, "B": 8, "N": 256, "warmup": 2, "repeats": 3},
     "train_T500": {"workload": "train", "T": 50, "B": 4, "N": 512, "warmup": 2, "repeats": 3},
-}
-GOALS = {"stream_vs_peer": 4.0, "stream_vs_bound": 1.5, "train_T100": 3.0, "train_T500": 2.5, "memory": 1.0}
+    "train_small": {"workload": "train", "T": 20, "B": 4, "N": 64, "warmup": 2, "repeats": 3},
+    "train_dual": {"workload": "train", "neuron": "DLIB", "T": 20, "B": 8, "N": 256, "warmup": 2, "repeats": 3,
+                   "impls": ["tracetorch-scan", "tracetorch-torch-kernel"]},
+}  # fmt: skip
+GOALS = {"stream_vs_peer": 4.0, "stream_vs_bound": 1.5, "train_T100": 3.0, "train_T500": 2.5, "memory": 1.0,
+         "overhead": 1.5, "dual": 2.5}  # fmt: skip
+
+
+def runs(impl: dict, name: str, spec: dict) -> bool:
+    """Whether ``impl`` takes part in workload ``name``."""
+    if spec["workload"] not in impl["workloads"]:
+        return False
+    if "impls" in spec and impl["id"] not in spec["impls"]:
+        return False
+    return name in ONLY.get(impl["id"], (name,))
+
 
 # How glibc malloc treats freed memory in the workers. "default": as installed; blocks above the mmap threshold
 # (at most 32 MiB) are unmapped on free, so every iteration first-touches (page-faults and zeroes) its big
@@ -142,7 +179,7 @@ def run_one(impl: dict, name: str, spec: dict, malloc: str, args, worker: str = 
     with tempfile.TemporaryDirectory(prefix="ttbench-") as tmp:
         out = Path(tmp) / "result.json"
         cmd = [str(py), str(HERE / worker), "--impl", impl["id"], "--threads", str(args.threads)]
-        cmd += [f"--{k}={v}" for k, v in spec.items()]
+        cmd += [f"--{k}={v}" for k, v in spec.items() if k != "impls"]
         if malloc != "default":
             cmd.append("--no-memory")  # peak tensor bytes do not depend on malloc; RSS is reported for defaults
         cmd += ["--out", str(out)]
@@ -255,6 +292,35 @@ def summarize_goals(results: list[dict], bandwidth: dict | None, workloads: dict
                 "by_malloc": {"any": {"value": ob / cb if ob and cb else None}},
             }
         )
+    if "train_small" in workloads:
+        row = {
+            "what": f"per-call overhead ({size('train_small')}): our `scan` training call / the kernels it launches",
+            "target": "<=",
+            "threshold": GOALS["overhead"],
+            "by_malloc": {},
+        }
+        for m in mallocs:
+            ours, kern = (
+                med(by.get(("train_small", m, "tracetorch-scan"))),
+                med(by.get(("train_small", m, "tracetorch-kernels"))),
+            )
+            row["by_malloc"][m] = {"value": ours / kern if ours and kern else None}
+        goals.append(row)
+    if "train_dual" in workloads:
+        neuron = workloads["train_dual"].get("neuron", "DLIB")
+        row = {
+            "what": f"{neuron} training ({size('train_dual')}): the torch kernels' time / our native kernels'",
+            "target": ">=",
+            "threshold": GOALS["dual"],
+            "by_malloc": {},
+        }
+        for m in mallocs:
+            nat, tk = (
+                med(by.get(("train_dual", m, "tracetorch-scan"))),
+                med(by.get(("train_dual", m, "tracetorch-torch-kernel"))),
+            )
+            row["by_malloc"][m] = {"value": tk / nat if nat and tk else None}
+        goals.append(row)
     for g in goals:
         for cell in g["by_malloc"].values():
             v = cell["value"]
@@ -355,7 +421,8 @@ def render_md(data: dict) -> str:
                 rep = f"{spec['repeats']} blocks of {spec['steps']} steps after {spec['warmup']} warm-up steps"
                 what = "Time per step."
             else:
-                title = f"BPTT training: T={spec['T']}, B={spec['B']}, N={spec['N']}"
+                neuron = spec.get("neuron", "LIF")
+                title = f"BPTT training, {neuron}: T={spec['T']}, B={spec['B']}, N={spec['N']}"
                 rep = f"{spec['repeats']} iterations after {spec['warmup']} warm-up"
                 what = "Time per iteration: forward, then backward of sum(g · spikes) with g fixed and dense."
             ours_t = med(by.get((name, m, ours_id)))
@@ -496,7 +563,7 @@ def main() -> None:
             bandwidth = run_one({"id": "bandwidth", "env": BENCH}, name, bw_spec, "default", args)
         for m in mallocs:
             for impl in impls:
-                if spec["workload"] not in impl["workloads"]:
+                if not runs(impl, name, spec):
                     continue
                 r = run_one(impl, name, spec, m, args)
                 results.append(r)

@@ -10,6 +10,9 @@ Workloads
     train: BPTT over ``T`` steps with learnable parameters: forward, then backward of the linear loss
         ``sum(g * spikes)`` for a fixed dense ``g`` (``spikes.backward(g)``, as if ``g`` came from a following
         layer); time per iteration. Every iteration starts from a zero state with all ``.grad`` unset.
+        ``--neuron`` picks another of our types for our rows (``DLIB``: both membranes get the LIF's beta);
+        ``tracetorch-kernels`` times only the native kernels one such iteration launches (replayed with the
+        same arguments), ``tracetorch-torch-kernel`` our ``scan`` on the torch kernels (``TRACETORCH_BACKEND=torch``).
 
 Peak memory (after timing, in the same process; see README.md):
     peak_alloc_bytes: the highest number of tensor bytes live at once during one iteration (or one block of
@@ -69,6 +72,7 @@ class Impl:
         self.reset: Callable[[], None] = lambda: None  # zero the hidden state
         self.params: list[Tensor] = []  # learnable tensors (train)
         self.transform_input: Callable[[Tensor], Tensor] = lambda x: x  # applied once, outside timing
+        self.iteration: Callable[[], None] | None = None  # train: timed instead of forward + backward
         self.dist: str | None = None  # distribution whose version is reported
         self.note = ""
 
@@ -76,18 +80,28 @@ class Impl:
 # -- adapters -------------------------------------------------------------------------------------------------
 
 
+NEURON = "LIB"  # --neuron: the type of our rows
+
+
 def ours(prob, workload: str, variant: str) -> Impl:
     import tracetorch as tt
 
     n = prob["beta"].numel()
+    cls = getattr(tt.snn, NEURON)
+    if variant == "torch-kernel":
+        from tracetorch.ops import backend
+
+        backend.set_backend("torch")
     # The classic LIF learns beta and threshold only. Any further parameter the layer grows (LIB gained a
     # bias before the spike function, default 0) is kept at its default and fixed, as for tracetorch 0.19.2.
+    decays = ("pos_beta", "neg_beta") if NEURON.startswith("D") else ("beta",)
     extra = {
         name: False
-        for name in inspect.signature(tt.snn.LIB).parameters
-        if name.startswith("learn_") and name not in ("learn_beta", "learn_threshold")
+        for name in inspect.signature(cls).parameters
+        if name.startswith("learn_") and name not in (*(f"learn_{d}" for d in decays), "learn_threshold")
     }
-    layer = tt.snn.LIB(n, beta=prob["beta"], threshold=prob["thr"], learn_beta=True, learn_threshold=True, **extra)
+    kw = {d: prob["beta"] for d in decays} | {f"learn_{d}": True for d in decays}
+    layer = cls(n, threshold=prob["thr"], learn_threshold=True, **kw, **extra)
     impl = Impl()
     impl.dist = "tracetorch-core"
     impl.reset = layer.zero_states
@@ -96,8 +110,11 @@ def ours(prob, workload: str, variant: str) -> Impl:
         if variant == "ttcompile":
             layer.TTcompile()
         impl.step = layer
-    elif variant == "scan":
+    elif variant in ("scan", "torch-kernel"):
         impl.forward = layer.scan
+    elif variant == "kernels":
+        impl.forward = layer.scan
+        impl.iteration = _replay_kernels(impl, prob)
     else:
         impl.forward = lambda xs: torch.stack([layer(x) for x in xs.unbind(0)])
     fixed = ", ".join(f"{k}=False" for k in extra)
@@ -106,9 +123,46 @@ def ours(prob, workload: str, variant: str) -> Impl:
         from tracetorch.ops.fire.native import native_status
 
         impl.note += f"; native kernels: {native_status()}"
+        if variant == "torch-kernel":
+            impl.note += " (TRACETORCH_BACKEND=torch: not used)"
     except ImportError:  # a tracetorch-core without them
         impl.note += "; native kernels: not in this version"
     return impl
+
+
+def _replay_kernels(impl: Impl, prob) -> Callable[[], None]:
+    """The native kernel calls (``fire_forward``, ``fire_backward``) of one training iteration of ``impl``, recorded
+    with their arguments; the returned callable repeats exactly those calls, nothing else (no autograd, no Python
+    around them): the kernels' own time, against which the whole call's overhead is measured."""
+    from tracetorch.ops.fire import native
+
+    calls = []
+    real = {name: getattr(native, name) for name in ("fire_forward", "fire_backward")}
+
+    def recording(name: str):
+        def call(*a, **k):
+            calls.append((real[name], a, k))
+            return real[name](*a, **k)
+
+        return call
+
+    x = prob["x_seq"].clone().requires_grad_(True)
+    for name in real:
+        setattr(native, name, recording(name))
+    try:
+        impl.reset()
+        impl.forward(x).backward(prob["grad_out"])
+    finally:
+        for name, fn in real.items():
+            setattr(native, name, fn)
+    if [fn.__name__ for fn, _, _ in calls] != ["fire_forward", "fire_backward"]:
+        raise RuntimeError(f"expected one native forward and backward, recorded {[c[0].__name__ for c in calls]}")
+
+    def replay() -> None:
+        for fn, a, k in calls:
+            fn(*a, **k)
+
+    return replay
 
 
 def tracetorch_pypi(prob, workload: str, version: str) -> Impl:
@@ -338,6 +392,8 @@ ADAPTERS: dict[str, Callable[[dict, str], Impl]] = {
     "tracetorch-ttcompile": lambda p, w: ours(p, w, "ttcompile"),
     "tracetorch-scan": lambda p, w: ours(p, w, "scan"),
     "tracetorch-steps": lambda p, w: ours(p, w, "steps"),
+    "tracetorch-kernels": lambda p, w: ours(p, w, "kernels"),
+    "tracetorch-torch-kernel": lambda p, w: ours(p, w, "torch-kernel"),
     "tracetorch-0.16.4": lambda p, w: tracetorch_pypi(p, w, "0.16.4"),
     "tracetorch-0.19.2": lambda p, w: tracetorch_pypi(p, w, "0.19.2"),
     "snntorch": snntorch_leaky,
@@ -484,10 +540,13 @@ def run_train(impl: Impl, prob, args) -> dict:
     out["learnable"] = {f"{tuple(p.shape)}": p.numel() for p in impl.params}
     out["n_learnable"] = sum(p.numel() for p in impl.params)
     del spk
+    timed = impl.iteration or iteration
+    for _ in range(args.warmup if impl.iteration else 0):
+        timed()
     times = []
     for _ in range(args.repeats):
         t0 = time.perf_counter()
-        iteration()
+        timed()
         times.append(time.perf_counter() - t0)
     out["time"] = summarize(times)
     if args.memory:
@@ -550,8 +609,11 @@ def main() -> None:
     ap.add_argument("--N", type=int, default=1024)
     ap.add_argument("--x-mean", type=float, default=0.15)
     ap.add_argument("--x-std", type=float, default=0.3)
+    ap.add_argument("--neuron", default="LIB", help="our rows' neuron type (LIB, DLIB, ...)")
     add_common_args(ap)
     args = ap.parse_args()
+    global NEURON
+    NEURON = args.neuron
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)

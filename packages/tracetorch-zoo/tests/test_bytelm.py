@@ -77,6 +77,32 @@ def test_stream_bytes_is_seeded_and_continues_the_state():
         next(model.stream_bytes(b"x", max_bytes=-1))
 
 
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_stream_batch_runs_each_prompt_as_its_own_stream(name):
+    """Greedy: every stream of a batch yields what stream_bytes yields for its prompt alone, from the same loaded
+    state; the starting state is not consumed by the first prompt."""
+    torch.manual_seed(2)
+    model = MODELS[name]()
+    _perturb(model)
+    model.scan(torch.randint(0, 256, (6, 1)))  # a non-zero batch-1 starting state, as a loaded snapshot
+    start = {k: v.clone() for k, v in model.get_states().items()}
+    prompts = [b"Psalm 23", b"", b"In the beginning was"]
+    alone = []
+    for p in prompts:
+        model.load_states({k: v.clone() for k, v in start.items()})
+        alone.append(b"".join(model.stream_bytes(p, max_bytes=12, temperature=0)))
+    model.load_states(start)
+    steps = list(model.stream_batch(prompts, max_bytes=12, temperature=0))
+    assert len(steps) == 12 and all(len(s) == len(prompts) for s in steps)
+    together = [b"".join(step[i] for step in steps) for i in range(len(prompts))]
+    assert together == alone
+    assert {tuple(v.shape)[:1] for v in model.get_states().values()} == {(3,)}  # the state holds the batch
+    with pytest.raises(ValueError, match="holds a batch of 3"):
+        next(model.stream_bytes(b"x"))
+    with pytest.raises(ValueError, match="at least one prompt"):
+        next(model.stream_batch([]))
+
+
 def test_sample_next_temperature_and_top_k():
     logits = torch.tensor([[0.0, 5.0, 1.0, 4.0]])
     assert sample_next(logits, temperature=0).item() == 1

@@ -5,13 +5,15 @@ Both read one byte per step (``[batch]`` int64 in ``0..255``) and return logits 
 byte; ``scan`` takes ``[T, batch]`` and returns ``[T, batch, 256]`` with the same numbers, continuing from and
 leaving the hidden states in the model. ``stream_bytes`` primes the model on a prompt with ``scan`` (chunk by
 chunk) and then samples one byte per step, yielding each as soon as it exists; memory stays flat however long
-it runs, since the only thing carried from step to step is the fixed-size hidden state.
+it runs, since the only thing carried from step to step is the fixed-size hidden state. ``stream_batch`` does the
+same for many prompts at once: each primes its own copy of the model's state, then one batched step per byte
+serves every stream.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -73,6 +75,30 @@ class _ByteLM(HubMixin, tt.Model):
             got = f"{x.dtype} {tuple(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
             raise ValueError(f"{type(self).__name__}.{what} takes integer bytes of {ndim} axes, got {got}")
 
+    def _one_stream_state(self) -> None:
+        """Refuse a hidden state that holds more than one stream (a snapshot saved with a batch)."""
+        held = {tuple(v.shape)[:1] for v in tt.get_states(self).values() if v is not None}
+        if held and held != {(1,)}:
+            raise ValueError(
+                f"the hidden state holds a batch of {sorted(held)[0][0]} streams (a snapshot saved with that batch "
+                "size?); this continues one state per stream: load a batch-1 snapshot or call zero_states()"
+            )
+
+    def _prime(self, prompt: bytes) -> Tensor:
+        """Continue the state with ``prompt`` (empty: a newline), in chunks of :attr:`PRIME_CHUNK` bytes (the same
+        numbers as one scan, bit for bit); the next-byte logits ``[1, 256]``."""
+        device = next(self.parameters()).device
+        prompt = bytes(prompt) or b"\n"
+        for start in range(0, len(prompt), self.PRIME_CHUNK):
+            chunk = torch.frombuffer(bytearray(prompt[start : start + self.PRIME_CHUNK]), dtype=torch.uint8)
+            logits = self.scan(chunk.to(device=device, dtype=torch.long).unsqueeze(-1))[-1]  # [T, 1] -> [1, 256]
+        return logits
+
+    @staticmethod
+    def _check_max_bytes(max_bytes: int) -> None:
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
+            raise ValueError(f"max_bytes must be an integer >= 0, got {max_bytes!r}")
+
     @torch.no_grad()
     def stream_bytes(
         self,
@@ -90,24 +116,52 @@ class _ByteLM(HubMixin, tt.Model):
         in chunks of :attr:`PRIME_CHUNK` bytes (the same numbers as one scan, bit for bit), so its memory is
         bounded however long it is.
         """
-        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
-            raise ValueError(f"max_bytes must be an integer >= 0, got {max_bytes!r}")
+        self._check_max_bytes(max_bytes)
         check_sampling(temperature, top_k)
-        held = {tuple(v.shape)[:1] for v in tt.get_states(self).values() if v is not None}
-        if held and held != {(1,)}:
-            raise ValueError(
-                f"the hidden state holds a batch of {sorted(held)[0][0]} streams (a snapshot saved with that batch "
-                "size?); stream_bytes continues one stream: load a batch-1 snapshot or call zero_states()"
-            )
-        device = next(self.parameters()).device
-        prompt = bytes(prompt) or b"\n"
-        for start in range(0, len(prompt), self.PRIME_CHUNK):
-            chunk = torch.frombuffer(bytearray(prompt[start : start + self.PRIME_CHUNK]), dtype=torch.uint8)
-            logits = self.scan(chunk.to(device=device, dtype=torch.long).unsqueeze(-1))[-1]  # [T, 1] -> [1, 256]
+        self._one_stream_state()
+        logits = self._prime(prompt)
         for _ in range(max_bytes):
             nxt = sample_next(logits, temperature=temperature, top_k=top_k, generator=generator)
             yield bytes([int(nxt)])
             logits = self(nxt)
+
+    @torch.no_grad()
+    def stream_batch(
+        self,
+        prompts: Sequence[bytes],
+        *,
+        max_bytes: int = 256,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        generator: torch.Generator | None = None,
+    ) -> Iterator[list[bytes]]:
+        """Continue ``len(prompts)`` streams side by side; yield, ``max_bytes`` times, one sampled byte per stream.
+
+        Every prompt primes its own copy of the model's current state (zero or a loaded batch-1 snapshot) as
+        :meth:`stream_bytes` would; then one batched step per byte serves all streams, which costs little more
+        than one stream's step (the weights are read once per step for the whole batch). Stream ``i`` runs the same
+        model as it would alone (up to the rounding of batched matrix products) and draws its samples from the
+        shared ``generator`` in batch order. Afterwards the model's state holds the whole batch (``zero_states()``
+        or ``load_states`` to go back to one stream).
+        """
+        self._check_max_bytes(max_bytes)
+        check_sampling(temperature, top_k)
+        prompts = [bytes(p) for p in prompts]
+        if not prompts:
+            raise ValueError("stream_batch needs at least one prompt")
+        self._one_stream_state()
+        start = {k: None if v is None else v.clone() for k, v in tt.get_states(self).items()}
+        primed, logits = [], []
+        for prompt in prompts:
+            tt.load_states(self, {k: None if v is None else v.clone() for k, v in start.items()})
+            logits.append(self._prime(prompt))
+            primed.append(tt.get_states(self))
+        tt.load_states(self, {k: torch.cat([s[k] for s in primed]) for k in start})
+        batch = torch.cat(logits)
+        for _ in range(max_bytes):
+            nxt = sample_next(batch, temperature=temperature, top_k=top_k, generator=generator)
+            yield [bytes([b]) for b in nxt.tolist()]
+            batch = self(nxt)
 
 
 class _ResidualByteLM(_ByteLM):
