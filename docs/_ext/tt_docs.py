@@ -59,6 +59,18 @@ def _family_types(family: str) -> list[str]:
     return [n for n in snn.__all__ if n != "SpikingLayer" and NeuronSpec.from_name(n).family == family]
 
 
+# R types feed their own output back through a weight that starts at 0 (then they behave as their plain twins):
+# the figures give it this value, so that what R changes shows
+FIGURE_REC_WEIGHT = 0.6
+
+
+def _figure_params(name: str) -> dict[str, float]:
+    from tracetorch.functional import NeuronSpec
+
+    spec = NeuronSpec.from_name(name)
+    return {p.name: FIGURE_REC_WEIGHT for p in spec.params if p.name.endswith("rec_weight")}
+
+
 def neuron_figure(family: str, path: Path) -> list[str]:
     """Run every type of ``family`` on one input current (16 neurons of which the plot shows one) and plot its
     membrane(s) and output; returns the types in plot order."""
@@ -77,7 +89,7 @@ def neuron_figure(family: str, path: Path) -> list[str]:
     x = current.view(T, 1, 1).expand(T, 1, 4).contiguous()
     fig, axes = plt.subplots(len(names), 1, figsize=(8, 1.45 * len(names)), sharex=True)
     for ax, name in zip(axes, names, strict=True):
-        layer = getattr(snn, name)(4)
+        layer = getattr(snn, name)(4, **_figure_params(name))
         mems: dict[str, list[float]] = {}
         ys = []
         with torch.no_grad():
@@ -114,7 +126,9 @@ def neuron_pages(out: Path) -> None:
         "Every type is a name over one mechanism: the family (`LI`, `B`, `T`, `TS`) says what a neuron emits, and the",
         "prefixes say what it adds: `D` (dual: positive and negative copies of every trace, each with its own decay),",
         "`S` (synaptic: an input trace before the membrane), `R` (recurrent: a trace of the neuron's own output fed",
-        "back). Each page runs every type of its family, with default parameters, on the same input current.",
+        "back). Each page runs every type of its family, with default parameters, on the same input current; the",
+        f"`R` types with a recurrent weight of {FIGURE_REC_WEIGHT} (its default, 0, would make them behave as their",
+        "plain twins).",
         "",
         "```{toctree}",
         ":maxdepth: 1",
@@ -138,27 +152,51 @@ def _unlink_outside(text: str) -> str:
     return re.sub(r"\[([^\]]+)\]\((?!https?:|#)([^)]+?\.(?:md|json|toml|py))\)", r"\1 (``\2``)", text)
 
 
+def experiment_title(config: Path) -> str:
+    """What an experiment version is, from the first line of its ``config.toml`` (``# name vN: what it is ...``): the
+    phrase up to the first clause break, parentheses balanced, a line that runs on cut at its last comma."""
+    line = config.read_text().splitlines()[0].lstrip("# ").strip()
+    head, _, what = line.partition(": ")
+    if not what:
+        return head
+    parts = re.split(r": |; |(?<!Fig)(?<!Eq)(?<! al)\. ", what, maxsplit=1)  # "Fig. 3" is no sentence end
+    what, ended = parts[0], len(parts) > 1
+    while what.count("(") > what.count(")"):  # a parenthesis that runs on into the next line: drop it
+        what = what[: what.rindex("(")].rstrip()
+    what = what.rstrip(",;: ")
+    if not ended and ", " in what and not line.rstrip().endswith((".", ")")):
+        what = what[: what.rindex(", ")]
+    return f"{head}: {what}"
+
+
 def results_pages(out: Path) -> None:
-    """Copy the committed reports and their plots; one page each."""
-    pages = []
+    """Copy the committed reports and their plots; one page each, grouped by where they come from: the benchmark
+    suites and the experiments (titled by what each experiment version is)."""
     bench = ROOT / "benchmarks" / "results"
+    groups: dict[str, list[tuple[str, Path, Path, str | None]]] = {"Benchmarks": [], "Experiments": []}
     for md in sorted(bench.glob("*.md")):
-        pages.append((f"benchmarks-{md.stem}", md, bench))
+        groups["Benchmarks"].append((f"benchmarks-{md.stem}", md, bench, None))
     for md in sorted(ROOT.glob("experiments/*/v*/results/results.md")):
         version, experiment = md.parent.parent.name, md.parent.parent.parent.name
-        pages.append((f"{experiment}-{version}", md, md.parent))
-    index = ["# Results", "", "Generated from the committed results files at build time.", ""]
-    index += ["```{toctree}", ":maxdepth: 1", ""]
-    for slug, md, folder in pages:
-        target = out / slug
-        text = _unlink_outside(md.read_text())
-        for png in folder.glob("*.png"):
-            if png.name in text:
-                target.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(png, target / png.name)
-        _write(target / "index.md", text)
-        index.append(f"{slug}/index")
-    index += ["```", ""]
+        title = experiment_title(md.parent.parent / "config.toml")
+        groups["Experiments"].append((f"{experiment}-{version}", md, md.parent, title))
+    index = ["# Results", "", "Generated from the committed results files at build time: the benchmarks"]
+    index += ["(`nox -s bench`, `benchmarks/*.py`) and every experiment version's reproduction.", ""]
+    for caption, pages in groups.items():
+        index += ["```{toctree}", ":maxdepth: 1", f":caption: {caption}", ""]
+        for slug, md, folder, title in pages:
+            target = out / slug
+            text = _unlink_outside(md.read_text())
+            if title is not None:  # "# byte_lm v3" says little: the heading names what the version is
+                first, _, rest = text.partition("\n")
+                text = f"# {title}\n{rest}" if first.startswith("# ") else text
+            for png in folder.glob("*.png"):
+                if png.name in text:
+                    target.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(png, target / png.name)
+            _write(target / "index.md", text)
+            index.append(f"{slug}/index")
+        index += ["```", ""]
     _write(out / "index.md", "\n".join(index))
 
 
