@@ -7,8 +7,14 @@
 Generation runs the way ``tracetorch-zoo generate`` runs it (``stream_bytes``: sampled at temperature 0.8, one
 byte per step, batch 1, no gradient). Every ``--every`` bytes it records the elapsed time and the process's
 resident memory (``/proc/self/statm``); the result says whether memory stayed flat (the growth from the first
-tenth of the run to the end) and the throughput after a warm-up. Writes
-``results/bytelm_stream.{json,md,png}`` with the machine's description.
+tenth of the run to the end) and the throughput after a warm-up. Then, from the same starting snapshot:
+
+* batched generation (``stream_batch``, ``--batches``): bytes/s per stream and in all, ``--batch-steps`` steps each;
+* training throughput of the same architecture as ``byte_lm`` trains it (batch 32 x 256 bytes, truncated BPTT,
+  AdamW, clipping; ``--train-steps`` steps): bytes/s, and the share of the machine's matmul peak it uses (``6 N``
+  FLOPs per byte for N parameters, against a large ``torch.mm`` timed on the same threads).
+
+Writes ``results/bytelm_stream.{json,md,png}`` with the machine's description.
 """
 
 from __future__ import annotations
@@ -68,6 +74,9 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--temperature", type=float, default=0.8)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--batches", type=int, nargs="*", default=[1, 4, 16, 64], help="stream_batch sizes to time")
+    ap.add_argument("--batch-steps", type=int, default=2000, help="bytes per stream for each batch size")
+    ap.add_argument("--train-steps", type=int, default=8, help="training steps timed (after 2 warm-up steps)")
     ap.add_argument("--quick", action="store_true", help="write to results/quick/ (git-ignored)")
     ap.add_argument("--replot", action="store_true", help="only redraw the report and plot from the saved JSON")
     args = ap.parse_args()
@@ -81,6 +90,7 @@ def main() -> int:
     retain_freed_memory()
     torch.set_num_threads(args.threads)
     model = zoo.load(args.model, states=args.states or None)
+    start = {k: None if v is None else v.clone() for k, v in model.get_states().items()}
     gen = torch.Generator().manual_seed(args.seed)
     stream = model.stream_bytes(b"\n", max_bytes=args.bytes + args.warmup, temperature=args.temperature, generator=gen)
     for _ in range(args.warmup):
@@ -114,12 +124,77 @@ def main() -> int:
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "samples": samples,
         "machine": machine(),
+        "batched": [time_batch(model, start, b, args) for b in args.batches],
+        "training": time_training(model, args),
     }
     out = HERE / "results" / ("quick" if args.quick else "")
     out.mkdir(parents=True, exist_ok=True)
     (out / "bytelm_stream.json").write_text(json.dumps(result, indent=1) + "\n")
     print(report(result, out))
     return 0
+
+
+def time_batch(model, start: dict, batch: int, args) -> dict:
+    """``stream_batch`` with ``batch`` streams from the starting snapshot: bytes/s per stream and in all."""
+    model.load_states({k: None if v is None else v.clone() for k, v in start.items()})
+    gen = torch.Generator().manual_seed(args.seed)
+    steps = model.stream_batch([b"\n"] * batch, max_bytes=args.batch_steps + 100, temperature=args.temperature,
+                               generator=gen)  # fmt: skip
+    for _ in range(100):
+        next(steps)
+    t0 = time.perf_counter()
+    for _ in steps:
+        pass
+    seconds = time.perf_counter() - t0
+    per_stream = args.batch_steps / seconds
+    print(f"batch {batch}: {per_stream:,.0f} B/s per stream, {per_stream * batch:,.0f} B/s in all", file=sys.stderr)
+    model.load_states({k: None if v is None else v.clone() for k, v in start.items()})
+    return {"batch": batch, "steps": args.batch_steps, "bytes_per_second_per_stream": per_stream,
+            "bytes_per_second_total": per_stream * batch}  # fmt: skip
+
+
+def matmul_peak_gflops(n: int = 1024, reps: int = 20) -> float:
+    """The best float32 ``torch.mm`` rate of an ``n x n`` by ``n x n`` product on this process's threads."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(3):
+        torch.mm(a, b)
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
+def time_training(model, args, batch: int = 32, seq: int = 256) -> dict:
+    """Training steps of a fresh copy of the model as ``byte_lm`` trains it (truncated BPTT over ``seq`` bytes of
+    ``batch`` streams, AdamW, gradient clipping): bytes/s and the share of the matmul peak (6 N FLOPs per byte)."""
+    import copy
+
+    net = copy.deepcopy(model).train()
+    net.zero_states()
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    gen = torch.Generator().manual_seed(args.seed)
+    data = torch.randint(0, 256, (args.train_steps + 2, seq + 1, batch), generator=gen)
+    times = []
+    for i in range(args.train_steps + 2):
+        t0 = time.perf_counter()
+        net.detach_states()
+        logits = net.scan(data[i, :-1])
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, 256), data[i, 1:].reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        opt.step()
+        times.append(time.perf_counter() - t0)
+    per_step = sorted(times[2:])[len(times[2:]) // 2]
+    rate = batch * seq / per_step
+    params = sum(p.numel() for p in net.parameters())
+    peak = matmul_peak_gflops()
+    share = 6 * params * rate / (peak * 1e9)
+    print(f"training: {rate:,.0f} B/s, {100 * share:.1f}% of the {peak:.0f} GFLOP/s matmul peak", file=sys.stderr)
+    return {"batch": batch, "seq": seq, "steps": args.train_steps, "seconds_per_step": per_step,
+            "bytes_per_second": rate, "matmul_peak_gflops": peak, "share_of_matmul_peak": share}  # fmt: skip
 
 
 def report(result: dict, out: Path) -> str:
@@ -142,6 +217,25 @@ def report(result: dict, out: Path) -> str:
         "![resident memory and speed along the stream](bytelm_stream.png)",
         "",
     ]
+    if result.get("batched"):
+        md += ["## Batched generation (`stream_batch`)", "",
+               "Every stream starts from the same snapshot and prompt and samples on its own; bytes/s measured over "
+               f"{result['batched'][0]['steps']:,} bytes per stream.", "",
+               "| streams | bytes/s per stream | bytes/s in all |", "|---|---|---|"]  # fmt: skip
+        md += [f"| {b['batch']} | {b['bytes_per_second_per_stream']:,.0f} | {b['bytes_per_second_total']:,.0f} |"
+               for b in result["batched"]]  # fmt: skip
+        md.append("")
+    tr = result.get("training")
+    if tr:
+        md += ["## Training throughput", "",
+               f"A fresh copy of the model trained as `byte_lm` trains it: {tr['batch']} streams x {tr['seq']} bytes "
+               "per step, truncated BPTT, AdamW, gradient clipping; median of "
+               f"{tr['steps']} steps after 2 warm-up steps, {result['threads']} threads.", "",
+               "| bytes/s | seconds per step | share of the matmul peak |", "|---|---|---|",
+               f"| {tr['bytes_per_second']:,.0f} | {tr['seconds_per_step']:.3f} | "
+               f"{100 * tr['share_of_matmul_peak']:.1f}% "
+               f"of {tr['matmul_peak_gflops']:.0f} GFLOP/s (6 N FLOPs per byte, N = {result['num_parameters']:,}; "
+               "the peak: the best 1024 x 1024 float32 `torch.mm`) |", ""]  # fmt: skip
     text = "\n".join(md)
     (out / "bytelm_stream.md").write_text(text)
     try:
