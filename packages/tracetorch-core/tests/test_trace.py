@@ -25,14 +25,15 @@ TRACED = [n for n in F.NAMES if not F.NeuronSpec.from_name(n).fires or F.NeuronS
 
 @pytest.fixture
 def trace_calls(monkeypatch):
+    """Counts the native trace kernels' forward calls."""
     n = {"native": 0}
-    apply = trace_native.TraceNative.apply
+    forward = trace_native.trace_forward
 
     def counted(*a):
         n["native"] += 1
-        return apply(*a)
+        return forward(*a)
 
-    monkeypatch.setattr(trace_native.TraceNative, "apply", counted)
+    monkeypatch.setattr(trace_native, "trace_forward", counted)
     return n
 
 

@@ -82,6 +82,41 @@ def test_triton_matches_torch_kernels(name, dtype, monkeypatch):
         assert ref[0].abs().sum() > 0
 
 
+TRACED = [n for n in F.NAMES if not F.NeuronSpec.from_name(n).fires or F.NeuronSpec.from_name(n).synaptic]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("name", TRACED)
+def test_triton_trace_matches_the_torch_path(name, dtype, monkeypatch):
+    """The trace op's Triton kernels (LI membranes, synaptic stages) against its torch path (linear scans)."""
+    from tracetorch.ops import trace
+    from tracetorch.ops.trace import triton as trace_triton
+
+    rng = random.Random("trace" + name + str(dtype))
+    for layout in ("dense", "conv", "scalar"):
+        gen = torch.Generator().manual_seed(rng.randrange(10**6))
+        n = 5
+        kwargs = {}
+        for p, v in random_params(name, n, gen).items():
+            rank = 0 if layout == "scalar" else rng.choice([0, 1, 1])
+            kwargs[p] = v if rank == 1 else float(v[0])
+            kwargs[f"{p}_rank"] = rank
+        layer = getattr(snn, name)(n, dim=-3 if layout == "conv" else -1, **kwargs).to(dtype=dtype)
+        step_shape = (2, n, 3, 2) if layout == "conv" else (3, n)
+        x = torch.randn(13, *step_shape, generator=gen, dtype=dtype) * 1.5
+        initial = {s: torch.randn(step_shape, generator=gen, dtype=dtype) * 0.5 for s in layer.state_names}
+        layer, x = layer.to(DEVICE), x.to(DEVICE)
+        initial = {k: v.to(DEVICE) for k, v in initial.items()}
+        with_kernels(monkeypatch, None)  # the firing stage on the torch kernels in both runs
+        monkeypatch.setattr(trace, "choose_kernels", lambda *a: None)
+        ref = run(layer, x, initial, "scan")
+        monkeypatch.setattr(trace, "choose_kernels", lambda *a: trace_triton)
+        got = run(layer, x, initial, "scan")
+        assert trace_triton.triton_status() == "available", trace_triton.triton_status()
+        tol = {"rtol": 1e-10, "atol": 1e-12} if dtype == torch.float64 else {"rtol": 2e-4, "atol": 1e-5}
+        assert_same_run(got, ref, exact_outputs=dtype == torch.float64 or DEVICE.type == "cpu", **tol)
+
+
 def test_selected_on_cuda_and_status():
     if DEVICE.type != "cuda":
         pytest.skip("selection is by device: CUDA only")

@@ -52,3 +52,26 @@ def test_no_grad_scan_saves_nothing():
     del y
     gc.collect()
     assert ops.workspace_bytes() == 0
+
+
+def test_a_buffer_returned_while_the_pool_is_locked_does_not_deadlock():
+    """The garbage collector may run a node's finalizer (which returns its buffers) inside take(), while the pool's
+    lock is held by the same thread: the return must not wait for that lock."""
+    import threading
+
+    from tracetorch.ops import workspace
+
+    workspace.clear_workspace()
+    done = threading.Event()
+
+    def locked_return() -> None:
+        with workspace._lock:  # as take() holds it when a collection runs a finalizer
+            workspace._give([torch.empty(1000)])
+        done.set()
+
+    t = threading.Thread(target=locked_return, daemon=True)
+    t.start()
+    t.join(10)
+    assert done.is_set(), "returning a buffer under the pool's lock deadlocked"
+    assert workspace.workspace_bytes() == 4000
+    assert workspace.take(torch.empty(1000)).numel() == 1000 and workspace.workspace_bytes() == 0

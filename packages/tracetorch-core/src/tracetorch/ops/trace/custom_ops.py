@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .native import trace_gradients, trace_pass
+from .flat import trace_gradients, trace_pass
 
 __all__ = ["trace_native_compiled"]
 

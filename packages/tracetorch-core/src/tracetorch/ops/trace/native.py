@@ -1,5 +1,6 @@
 """The native CPU kernels of the trace op (``native_trace.inc``, built by the fire op's machinery,
-:func:`tracetorch.ops.fire.native.kernel_pair`) and their autograd node.
+:func:`tracetorch.ops.fire.native.kernel_pair`): :func:`trace_forward` and :func:`trace_backward` launch them
+(the autograd glue, shared with the Triton kernels, is :mod:`.flat`).
 
 One pass over memory per direction, time innermost, as the firing kernels: the sign split, the EMA scaling, the
 recurrence and (under D) the sum of the two traces happen per element, so no ``[T, ...]`` intermediate is made
@@ -14,18 +15,16 @@ import torch
 from torch import Tensor
 
 from ..fire import native as _native
-from ..fire.flat import from_flat
-from ..workspace import give_back_when_dead, take
 
 __all__ = [
     "TRACE_BWD_IO",
     "TRACE_FWD_IO",
     "TRACE_PARAMS",
-    "TraceNative",
+    "flat_params",
     "has_trace_variant",
-    "trace_gradients",
+    "trace_backward",
+    "trace_forward",
     "trace_kernels",
-    "trace_pass",
     "trace_variant",
 ]
 
@@ -55,7 +54,7 @@ def has_trace_variant(variant: str, dtype: torch.dtype) -> bool:
     return trace_kernels(variant, dtype) is not None
 
 
-def _params(a: Tensor, na: Tensor | None, step_shape: tuple[int, ...], ema: bool):
+def flat_params(a: Tensor, na: Tensor | None, step_shape: tuple[int, ...], ema: bool):
     """The layout and the flat parameter pack of :data:`TRACE_PARAMS` (``1 - a`` as the torch path computes it)."""
     given = [a] if na is None else [a, na]
     *layout, index = _native.param_layout(step_shape, given)
@@ -71,61 +70,27 @@ def _params(a: Tensor, na: Tensor | None, step_shape: tuple[int, ...], ema: bool
     return tuple(layout), index, flat
 
 
-def trace_pass(
-    x: Tensor, a: Tensor, h0: Tensor, na: Tensor | None, nh0: Tensor | None, ema: bool, save: bool, alloc=take
-) -> tuple[Tensor, Tensor, Tensor | None, dict[str, Tensor | None]]:
-    """One forward pass of the native kernel: ``(y, h_T, nh_T, saved)``; ``saved`` holds what
-    :func:`trace_gradients` reads (``x``, the traces ``H``/``NH`` allocated by ``alloc(like)``, the expanded initial
-    traces), empty unless ``save``."""
-    dual = na is not None
-    fwd = trace_kernels(trace_variant(dual, ema), x.dtype)[0]
-    x = x.contiguous()
-    step_shape = tuple(x.shape[1:])
-    layout, _, flat = _params(a, na, step_shape, ema)
-    Y = _native.empty_like_huge(x)
-    H = alloc(x) if save and dual else None
-    NH = alloc(x) if save and dual else None
-    hT = torch.empty(step_shape, dtype=x.dtype)
-    nhT = torch.empty(step_shape, dtype=x.dtype) if dual else None
-    h0c = h0.expand(step_shape).contiguous()
-    nh0c = nh0.expand(step_shape).contiguous() if dual else None
-    io = {"x": x, "h0": h0c, "nh0": nh0c, "Y": Y, "H": H, "NH": NH, "hT": hT, "nhT": nhT}
+def trace_forward(variant: str, T: int, layout: tuple[int, int, int], flat: dict[str, Tensor], io: dict) -> None:
+    """Run a trace variant's forward kernel over ``T`` steps: ``io`` by :data:`TRACE_FWD_IO` name (contiguous CPU
+    tensors of one dtype; ``H``/``NH`` absent: nothing saved), ``flat`` by :data:`TRACE_PARAMS` name."""
+    fwd = trace_kernels(variant, io["x"].dtype)[0]
     pack, ptrs = _native._pack_of(TRACE_PARAMS, flat), _native._pack_of(TRACE_FWD_IO, io)
-    args = (layout[1], layout[2], hT.numel(), pack.data_ptr(), ptrs.data_ptr())
-    T = x.shape[0]
+    args = (layout[1], layout[2], io["hT"].numel(), pack.data_ptr(), ptrs.data_ptr())
     _native._run([lambda o0=o0, o1=o1: fwd(T, o0, o1, *args) for o0, o1 in _native._ranges(T, layout)])
-    saved = {}
-    if save:  # without D the output is the trace itself
-        saved = {"x": x if (ema or dual) else None, "H": H if dual else Y, "NH": NH, "h0": h0c, "nh0": nh0c}
-    return Y, hT, nhT, saved
 
 
-def trace_gradients(
-    saved: dict[str, Tensor | None], a: Tensor, h0: Tensor, na: Tensor | None, nh0: Tensor | None, ema: bool,
-    want: dict[str, bool], gY: Tensor | None, ghT: Tensor | None, gnhT: Tensor | None,
-) -> dict[str, Tensor]:  # fmt: skip
-    """The backward of :func:`trace_pass`: the gradients ``want`` asks for by name (``x``, ``a``, ``h0``, ``na``,
-    ``nh0``), shaped like their inputs; ``gY``, ``ghT``, ``gnhT``: the gradients of the outputs (``None``: zero)."""
-    H = saved["H"]
-    dual = na is not None
-    bwd = trace_kernels(trace_variant(dual, ema), H.dtype)[1]
-    step_shape = tuple(H.shape[1:])
-    layout, index, flat = _params(a, na, step_shape, ema)
-    P = layout[1]
-    accs = {k: torch.zeros(P, dtype=H.dtype) for k in ("a", "na") if want.get(k) and (k == "a" or dual)}
-    gX = _native.empty_like_huge(H) if want.get("x") else None
-    gh0 = torch.empty(step_shape, dtype=H.dtype)
-    gnh0 = torch.empty(step_shape, dtype=H.dtype) if dual else None
-    io = dict(saved) | {"gX": gX, "gh0": gh0, "gnh0": gnh0}
-    io["gY"] = torch.zeros_like(H) if gY is None else gY.contiguous()
-    io["ghT"] = None if ghT is None else ghT.contiguous()
-    io["gnhT"] = None if gnhT is None else gnhT.contiguous()
-    T = H.shape[0]
+def trace_backward(
+    variant: str, T: int, layout: tuple[int, int, int], flat: dict[str, Tensor], io: dict, accs: dict[str, Tensor]
+) -> None:
+    """Run a trace variant's backward kernel: ``io`` by :data:`TRACE_BWD_IO` name; ``accs``: the decays' P-long
+    gradient accumulators (``a``, ``na``; only the wanted ones), added to (other threads sum into their own
+    copies, added in at the end)."""
+    bwd = trace_kernels(variant, io["H"].dtype)[1]
     pack, ptrs = _native._pack_of(TRACE_PARAMS, flat), _native._pack_of(TRACE_BWD_IO, io)
     ranges = _native._ranges(T, layout)
     own = [accs] + [{k: torch.zeros_like(v) for k, v in accs.items()} for _ in ranges[1:]]
     acc_packs = [_native._pack_of(("a", "na"), o) for o in own]
-    args = (layout[1], layout[2], gh0.numel(), pack.data_ptr(), ptrs.data_ptr())
+    args = (layout[1], layout[2], io["gh0"].numel(), pack.data_ptr(), ptrs.data_ptr())
     _native._run([
         lambda o0=o0, o1=o1, ap=ap: bwd(T, o0, o1, *args, ap.data_ptr())
         for (o0, o1), ap in zip(ranges, acc_packs, strict=True)
@@ -133,39 +98,3 @@ def trace_gradients(
     for extra in own[1:]:
         for k, v in extra.items():
             accs[k].add_(v)
-    grads: dict[str, Tensor] = {}
-    if gX is not None:
-        grads["x"] = gX
-    for k, like in (("a", a), ("na", na)):
-        if k in accs:
-            grads[k] = from_flat(accs[k], index, step_shape, like)
-    if want.get("h0"):
-        grads["h0"] = gh0.sum_to_size(h0.shape)
-    if dual and want.get("nh0"):
-        grads["nh0"] = gnh0.sum_to_size(nh0.shape)
-    return grads
-
-
-class TraceNative(torch.autograd.Function):
-    """``(y, h_T, nh_T)`` of :func:`tracetorch.ops.trace.trace_sequence` through the native kernels (``nh_T`` and the
-    ``n``-inputs only under D). Inputs: ``x [T, ...]``, decay ``a`` and initial trace ``h0`` (``na``, ``nh0``: the
-    negative trace's, or ``None``), CPU float32/float64 of one dtype, ``ema``."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, a: Tensor, h0: Tensor, na: Tensor | None, nh0: Tensor | None, ema: bool):
-        save = any(ctx.needs_input_grad[:5])  # (autograd is off in here)
-        Y, hT, nhT, saved = trace_pass(x, a, h0, na, nh0, ema, save)
-        ctx.ema, ctx.fields = ema, tuple(saved)
-        ctx.save_for_backward(*saved.values(), a, na, h0, nh0)
-        if na is not None and save:
-            give_back_when_dead(ctx, (saved["H"], saved["NH"]))
-        return (Y, hT) if na is None else (Y, hT, nhT)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, gY, ghT, gnhT=None):
-        *kept, a, na, h0, nh0 = ctx.saved_tensors
-        saved = dict(zip(ctx.fields, kept, strict=True))
-        want = dict(zip(("x", "a", "h0", "na", "nh0"), ctx.needs_input_grad[:5], strict=True))
-        g = trace_gradients(saved, a, h0, na, nh0, ctx.ema, want, gY, ghT, gnhT)
-        return g.get("x"), g.get("a"), g.get("h0"), g.get("na"), g.get("nh0"), None
