@@ -306,6 +306,7 @@ def _build() -> ctypes.CDLL:
 
 
 _variant_libs: dict[tuple[str, str, str], ctypes.CDLL | None] = {}
+_ready: dict[tuple[str, torch.dtype], tuple] = {}  # variant_kernels' results once built
 
 
 def variant_flags(variant: str) -> dict[str, bool]:
@@ -318,9 +319,15 @@ def variant_flags(variant: str) -> dict[str, bool]:
 def variant_kernels(variant: str, dtype: torch.dtype) -> tuple | None:
     """``(forward, backward)`` of a firing variant (:data:`VARIANTS`) for float32/float64, built on first use
     (a few seconds, once per machine); ``None`` when the native kernels are unavailable."""
+    pair = _ready.get((variant, dtype))
+    if pair is not None and backend.allows("native"):  # the common case: built before (asked a few times a scan)
+        return pair
     defines = [f"-DTT_NAME={variant}"] + [f"-DTT_{k}={int(v)}" for k, v in variant_flags(variant).items()]
     bwd_args = [_CI64] * 6 + [_CPTR, _CF64, _CI32, _CI32, _CPTR, _CPTR]
-    return kernel_pair("fire", variant, dtype, defines, [_CI64] * 6 + [_CPTR] * 2, bwd_args)
+    pair = kernel_pair("fire", variant, dtype, defines, [_CI64] * 6 + [_CPTR] * 2, bwd_args)
+    if pair is not None:
+        _ready[(variant, dtype)] = pair
+    return pair
 
 
 def kernel_pair(op: str, variant: str, dtype: torch.dtype, defines: list[str], fwd_args: list, bwd_args: list):
@@ -409,6 +416,7 @@ def _reset_for_tests(status: str | None = None) -> None:
     with _lock:
         _lib, _status, _cache, _private_tmp = None, status, None, None
         _variant_libs.clear()
+        _ready.clear()
 
 
 def param_layout(step_shape: tuple[int, ...], params: list[Tensor]) -> tuple[int, int, int, tuple[slice, ...]]:
@@ -479,11 +487,13 @@ def _run(calls: list) -> None:
         f.result()
 
 
-def _pack(ptrs: list[int | None]) -> Tensor:
-    return torch.tensor([0 if p is None else p for p in ptrs], dtype=torch.int64)
+def _pack(ptrs: list[int | None]) -> ctypes.Array:
+    """The addresses as a C ``int64`` array (a ctypes array costs a fraction of a tensor's construction; a kernel
+    takes ``ctypes.addressof`` of it, valid while the array lives)."""
+    return (ctypes.c_int64 * len(ptrs))(*(0 if p is None else p for p in ptrs))
 
 
-def _pack_of(slots: tuple[str, ...], tensors: dict[str, Tensor | None]) -> Tensor:
+def _pack_of(slots: tuple[str, ...], tensors: dict[str, Tensor | None]) -> ctypes.Array:
     """The addresses of ``tensors`` in the order of ``slots`` (0 where absent); unknown names are an error."""
     unknown = set(tensors) - set(slots)
     if unknown:
@@ -500,7 +510,7 @@ def fire_forward(variant: str, T: int, layout: tuple[int, int, int], params: dic
     _, P, J = layout
     n = io["mem0"].numel()
     pack, ptrs = _pack_of(PARAM_SLOTS, params), _pack_of(FWD_IO, io)
-    args = (P, J, n, pack.data_ptr(), ptrs.data_ptr())
+    args = (P, J, n, ctypes.addressof(pack), ctypes.addressof(ptrs))
     _run([lambda o0=o0, o1=o1: fn(T, o0, o1, *args) for o0, o1 in _ranges(T, layout)])
 
 
@@ -534,7 +544,7 @@ class FireStep:
         self.pack = _pack_of(PARAM_SLOTS, params)
         self.io = (ctypes.c_int64 * len(FWD_IO))()  # filled per step: the step's tensors move
         n = layout[0] * layout[1] * layout[2]
-        self.args = (1, 0, layout[0], layout[1], layout[2], n, self.pack.data_ptr(), ctypes.addressof(self.io))
+        self.args = (1, 0, layout[0], layout[1], layout[2], n, ctypes.addressof(self.pack), ctypes.addressof(self.io))
 
     def __reduce__(self):  # copies and pickles rebuild the packs for their own tensors
         return FireStep, (self.variant, self.layout, self.params)
@@ -583,7 +593,8 @@ def fire_backward(
     own = [accs] + [{k: torch.zeros_like(a) for k, a in accs.items()} for _ in ranges[1:]]
     acc_packs = [_pack_of(ACC_SLOTS, a) for a in own]
     _run([
-        lambda o0=o0, o1=o1, ap=ap: fn(T, o0, o1, P, J, n, pack.data_ptr(), *consts, ptrs.data_ptr(), ap.data_ptr())
+        lambda o0=o0, o1=o1, ap=ap: fn(T, o0, o1, P, J, n, ctypes.addressof(pack), *consts, ctypes.addressof(ptrs),
+                                       ctypes.addressof(ap))
         for (o0, o1), ap in zip(ranges, acc_packs, strict=True)
     ])  # fmt: skip
     for extra in own[1:]:

@@ -11,6 +11,8 @@ then ``addcmul``); gradients agree to rounding (parameter gradients are summed i
 
 from __future__ import annotations
 
+import ctypes
+
 import torch
 from torch import Tensor
 
@@ -75,7 +77,7 @@ def trace_forward(variant: str, T: int, layout: tuple[int, int, int], flat: dict
     tensors of one dtype; ``H``/``NH`` absent: nothing saved), ``flat`` by :data:`TRACE_PARAMS` name."""
     fwd = trace_kernels(variant, io["x"].dtype)[0]
     pack, ptrs = _native._pack_of(TRACE_PARAMS, flat), _native._pack_of(TRACE_FWD_IO, io)
-    args = (layout[1], layout[2], io["hT"].numel(), pack.data_ptr(), ptrs.data_ptr())
+    args = (layout[1], layout[2], io["hT"].numel(), ctypes.addressof(pack), ctypes.addressof(ptrs))
     _native._run([lambda o0=o0, o1=o1: fwd(T, o0, o1, *args) for o0, o1 in _native._ranges(T, layout)])
 
 
@@ -90,9 +92,9 @@ def trace_backward(
     ranges = _native._ranges(T, layout)
     own = [accs] + [{k: torch.zeros_like(v) for k, v in accs.items()} for _ in ranges[1:]]
     acc_packs = [_native._pack_of(("a", "na"), o) for o in own]
-    args = (layout[1], layout[2], io["gh0"].numel(), pack.data_ptr(), ptrs.data_ptr())
+    args = (layout[1], layout[2], io["gh0"].numel(), ctypes.addressof(pack), ctypes.addressof(ptrs))
     _native._run([
-        lambda o0=o0, o1=o1, ap=ap: bwd(T, o0, o1, *args, ap.data_ptr())
+        lambda o0=o0, o1=o1, ap=ap: bwd(T, o0, o1, *args, ctypes.addressof(ap))
         for (o0, o1), ap in zip(ranges, acc_packs, strict=True)
     ])  # fmt: skip
     for extra in own[1:]:
