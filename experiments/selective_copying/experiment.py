@@ -267,10 +267,25 @@ def train_seed(ctx, part: str, seed: int) -> dict[str, Any]:
                 row["test_accuracy_subset"] = evaluate(model, task, ctx.config["eval_subset"], seed, ctx.device)
             trainer.log(step, **row)
     if not trainer.done:
-        return {}
+        if not ctx.options.get("partial"):
+            return {}
+        # --partial: this seed as it stands (the time limit stopped it), evaluated like a finished one
+        wall = trainer.extra["wall_seconds"]
+        return {
+            "seed": seed,
+            "partial": True,
+            "steps_done": trainer.start,
+            "test_accuracy": evaluate(model, task, ev, seed, ctx.device),
+            "train_loss_final": trainer.history[-1]["train_loss"] if trainer.history else None,
+            "wall_seconds": wall,
+            "seconds_per_step": wall / max(trainer.start, 1),
+            "history": trainer.history,
+            "runs": trainer.extra["runs"],
+        }
     wall = trainer.extra["wall_seconds"]
     result = {
         "seed": seed,
+        "steps_done": tc["steps"],
         "test_accuracy": evaluate(model, task, ev, seed, ctx.device),
         "train_loss_final": trainer.history[-1]["train_loss"] if trainer.history else None,
         "wall_seconds": wall,
@@ -308,6 +323,8 @@ def summarize(ctx, part: str, per_seed: list[dict[str, Any]]) -> dict[str, Any]:
         "test_accuracy_min": min(acc),
         "test_accuracy_max": max(acc),
         "wall_seconds": sum(r["wall_seconds"] for r in per_seed),
+        "partial": any(r.get("partial") for r in per_seed),
+        "steps_done": [r.get("steps_done", ctx.config["train"]["steps"]) for r in per_seed],
         "seeds": per_seed,
     }
 
@@ -349,6 +366,7 @@ def run(ctx) -> dict[str, Any] | None:
         "paper": {"source": PAPER, "setup": PAPER_SETUP},
         "models": results,
         "main": ctx.config["main"],
+        "partial": any(r.get("partial") for r in results.values()),
     }
 
 
@@ -357,12 +375,24 @@ def table(results: dict[str, Any]) -> str:
     """Markdown results table (generated from results.json; do not edit by hand)."""
     t, prov, tc = results["task"], results["provenance"], results["config"]["train"]
     seeds = results["config"]["seeds"]
-    lines = [
-        *table_header(results, "selective_copying"),
-        f"Selective Copying, **scaled down**: sequence length {t['sequence_length']} ({t['noise']} noise + "
+    at_paper_scale = t["sequence_length"] == 4096 and t["memorize"] == 16 and tc["steps"] == 400_000
+    lines = [*table_header(results, "selective_copying")]
+    if results.get("partial"):
+        done = {part: r["steps_done"] for part, r in results["models"].items() if r.get("partial")}
+        lines += [
+            f"**PARTIAL RESULTS**: training stopped at a time limit before {tc['steps']:,} steps; unfinished models "
+            "are evaluated as they stand (steps done per seed: "
+            + "; ".join(f"`{p}` {', '.join(f'{s:,}' for s in d)}" for p, d in done.items())
+            + "). A later run resumes from the checkpoints.",
+            "",
+        ]
+    scale = "at the paper's setup" if at_paper_scale else "**scaled down**"
+    lines += [
+        f"Selective Copying, {scale}: sequence length {t['sequence_length']} ({t['noise']} noise + "
         f"{t['memorize']} data + {t['memorize']} markers), vocab {t['vocab']} ({t['data_tokens']} data tokens; "
         f"chance {t['chance_accuracy']:.1f} %), {t['memorize']} tokens to memorise; {tc['steps']:,} steps x batch "
-        f"{tc['batch']}. Paper: {results['paper']['setup']}. Our numbers are not like-for-like with the paper's.",
+        f"{tc['batch']}. Paper: {results['paper']['setup']}."
+        + ("" if at_paper_scale else " Our numbers are not like-for-like with the paper's."),
         "",
         f"Accuracy: per-token accuracy (%) on the {t['memorize']} tokens to copy, over "
         f"{results['config']['eval']['batches'] * results['config']['eval']['batch']:,} fresh seeded test sequences;"

@@ -1,8 +1,9 @@
 """``python -m ttexp``: run, check, tabulate and publish experiments.
 
     python -m ttexp list
-    python -m ttexp run NAME VERSION [--variant V] [--only PART ...] [--device cpu|cuda] [--threads N]
-    python -m ttexp reproduce NAME VERSION [--variant V]   (parts in parallel, results, check)
+    python -m ttexp run NAME VERSION [--variant V] [--only PART ...] [--device cpu|cuda|auto] [--threads N]
+    python -m ttexp reproduce NAME VERSION [--variant V] [--device D] [--time-limit MIN]   (parts in parallel,
+        results, check; with a time limit, what finished and partial results of the rest)
     python -m ttexp check NAME VERSION [--variant V]
     python -m ttexp table NAME VERSION [--variant V]
     python -m ttexp publish NAME VERSION [--endpoint URL] [--local-hub DIR]
@@ -10,6 +11,10 @@
 ``run`` under ``torchrun --nproc-per-node K -m ttexp run ...`` trains with DDP. Full runs write to
 ``experiments/NAME/VERSION/results/``; a variant writes to ``results/<variant>/`` except ``smoke``, whose results
 stay in the scratch folder ``experiments/.runs/`` (as do checkpoints and data caches).
+
+``--time-limit MIN`` stops training after MIN minutes (checkpointed: the next run resumes); with ``--partial``, an
+experiment that supports it reports its unfinished runs as they stand, marked partial, into
+``results/partial/`` (never over the full results); ``reproduce --time-limit`` does both.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import ctypes
 import importlib.util
 import json
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -79,6 +85,8 @@ def make_context(args: argparse.Namespace, *, device: str = "cpu", rank: int = 0
         results_dir = version_dir / "results" / args.variant
     else:
         results_dir = version_dir / "results"
+    if getattr(args, "partial", False):  # unfinished runs reported as they stand: never over the full results
+        results_dir = results_dir / "partial"
     return Context(
         name=args.name,
         version=args.version,
@@ -95,6 +103,8 @@ def make_context(args: argparse.Namespace, *, device: str = "cpu", rank: int = 0
         options={
             "max_steps": getattr(args, "max_steps", None),
             "flush_denormal": getattr(args, "flush_denormal", False),
+            "deadline": getattr(args, "deadline", None),
+            "partial": getattr(args, "partial", False),
         },
     )
 
@@ -139,8 +149,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if getattr(args, "flush_denormal", False) and not torch.set_flush_denormal(True):
         raise SystemExit("ttexp: --flush-denormal: this CPU cannot flush subnormals to zero")
     device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("ttexp: --device cuda but no GPU is visible")
+    if args.time_limit is not None:
+        args.deadline = time.time() + 60 * args.time_limit
     rank, world, device = dist.init(device)
     try:
         ctx = make_context(args, device=device, rank=rank, world=world)
@@ -158,6 +172,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             "provenance": ctx.provenance(),
             **out,
         }
+        if out.get("partial"):
+            print("PARTIAL results (unfinished runs as they stand; not the version's results)")
         path = write_json(ctx.results_dir / "results.json", results)
         render(mod, results, ctx.results_dir)
         print(f"results: {path}")
@@ -220,13 +236,15 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     ctx = make_context(args)
     mod = load_experiment(args.name)
     parts = experiment_parts(mod, ctx)
-    base = [sys.executable, "-m", "ttexp", "run", args.name, args.version]
+    base = [sys.executable, "-m", "ttexp", "run", args.name, args.version, "--device", args.device]
     if args.variant:
         base += ["--variant", args.variant]
     if args.run_dir:
         base += ["--run-dir", args.run_dir]
     for item in args.set or ():
         base += ["--set", item]
+    if args.time_limit is not None:  # one deadline for the parts and the combining run: it only reports
+        base += ["--deadline", repr(time.time() + 60 * args.time_limit)]
     if len(parts) > 1:
         threads = max(1, (os.cpu_count() or 1) // len(parts))
         procs = [subprocess.Popen([*base, "--only", p, "--threads", str(threads)]) for p in parts]
@@ -237,7 +255,20 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     code = subprocess.call(base)
     if code:
         return code
+    if args.time_limit is not None:
+        code = subprocess.call([*base, "--partial"])  # what has not finished, as it stands
+        if code:
+            return code
+        if not (ctx.results_dir / "results.json").is_file() or _unfinished_since(ctx, mod):
+            print("ttexp reproduce: stopped at the time limit; partial results in results/partial/, check skipped")
+            return 0
     return cmd_check(args)
+
+
+def _unfinished_since(ctx: Context, mod: ModuleType) -> bool:
+    """Whether the full results on disk are older than this run's partial ones (a stale full result)."""
+    full, partial = ctx.results_dir / "results.json", ctx.results_dir / "partial" / "results.json"
+    return partial.is_file() and partial.stat().st_mtime > full.stat().st_mtime
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -267,9 +298,19 @@ def build_parser() -> argparse.ArgumentParser:
             "--set", action="append", metavar="KEY=VALUE", help="override a config value (TOML value, dotted key)"
         )
         p.set_defaults(fn=fn)
+        if name in ("run", "reproduce"):
+            p.add_argument("--device", default="cpu", help="cpu, cuda, or auto (cuda when a GPU is visible)")
+            p.add_argument("--time-limit", type=float, default=None, metavar="MIN",
+                           help="stop training after MIN minutes, checkpointed (reproduce: then report partial "
+                           "results of what did not finish)")  # fmt: skip
         if name == "run":
+            p.add_argument("--deadline", type=float, default=None, help=argparse.SUPPRESS)  # set by reproduce
+            p.add_argument(
+                "--partial",
+                action="store_true",
+                help="report unfinished runs as they stand (marked partial, into results/partial/)",
+            )
             p.add_argument("--only", nargs="+", default=None, help="train only these parts")
-            p.add_argument("--device", default="cpu", help="cpu or cuda")
             p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
             p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (debugging)")
             p.add_argument(

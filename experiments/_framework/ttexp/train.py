@@ -131,7 +131,9 @@ class Trainer:
         """Yield the remaining step indices; checkpoints after every ``checkpoint_every`` steps and at the end.
 
         With ``--max-steps N`` (``ctx.options["max_steps"]``, a timing probe) it stops after ``N`` steps from where
-        it started, with the run unfinished (``done`` stays false)."""
+        it started, with the run unfinished (``done`` stays false). With a deadline (``--time-limit``,
+        ``ctx.options["deadline"]``: a ``time.time()``) it stops at the first step boundary past it, after a
+        checkpoint of that step, so a later run resumes there."""
         from tqdm.auto import tqdm
 
         bar = tqdm(
@@ -144,15 +146,19 @@ class Trainer:
         )
         self._t0 = time.perf_counter()
         try:
-            max_steps = getattr(self.ctx, "options", {}).get("max_steps")
+            options = getattr(self.ctx, "options", {})
+            max_steps, deadline = options.get("max_steps"), options.get("deadline")
             end = self.total_steps if max_steps is None else min(self.total_steps, self.start + max_steps)
             for step in range(self.start, end):
+                if deadline is not None and time.time() >= deadline:
+                    break
                 yield step
                 done = step + 1
                 bar.update(1)
                 if self.postfix:
                     bar.set_postfix({k: f"{v:.4g}" for k, v in self.postfix.items()}, refresh=False)
-                if done % self.checkpoint_every == 0 or done == self.total_steps:
+                past = deadline is not None and time.time() >= deadline
+                if done % self.checkpoint_every == 0 or done == self.total_steps or past:
                     self.save(done)
                 self.start = done
         finally:
