@@ -65,6 +65,16 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", str(CORE / "tests"), *session.posargs)
 
 
+@nox.session
+def triton(session: nox.Session) -> None:
+    """The Triton kernels (firing op, trace op, selective scan) against the torch kernels, in Triton's CPU
+    interpreter (``TRITON_INTERPRET=1``): where no GPU is, the only run these kernels get. On a CUDA machine
+    ``pytest packages/tracetorch-core/tests/test_triton.py`` runs them compiled."""
+    install(session, "pytest>=7", TRITON, editable=(CORE,))
+    session.run("pytest", str(CORE / "tests" / "test_triton.py"), *session.posargs, env={"TRITON_INTERPRET": "1"})
+
+
+TRITON = "triton==3.9.0"  # a CPU-only torch build does not bring Triton; this one runs the interpreter beside it
 ONNX = ("onnx>=1.16", "onnxscript>=0.3", "onnxruntime>=1.18")  # the core's onnx extra (tracetorch.export.to_onnx)
 DOCS = ("sphinx>=8", "furo>=2024.8", "sphinx-gallery>=0.17", "myst-parser>=4", "matplotlib>=3.5", "selenium>=4.20")
 
