@@ -59,18 +59,18 @@ def stream_step(layer: Any, x: Tensor) -> Tensor | None:
             return pm + nm
         mem = states["mem"] = _li_membrane(u, p, "beta", states["mem"], spec.ema)
         return mem.clone()  # the output is the membrane's value, never the state itself
+    plan, nplan = d["_stream_cache"][3:5]
+    if nplan is not None and u.is_contiguous():
+        # every firing type but LIB: its sequence kernel for one step (under D it splits the drive by sign), the
+        # states updated in place when nothing can observe it (see below), no two of them sharing memory
+        kept = [None if k is None else states[k] for k in FireStates.names(spec)]
+        present = [t for t in kept if t is not None]
+        if all(_writable(t, u) for t in present) and len({t.data_ptr() for t in present}) == len(present):
+            y = torch.empty_like(u)
+            mem, nmem, rec, nrec = kept
+            native.fire_step(nplan, u, mem, y, rec=rec, nmem=nmem, nrec=nrec)
+            return y
     if spec.dual:
-        nplan = d["_stream_cache"][4]
-        if nplan is not None and u.is_contiguous():
-            # the sequence kernel for one step (it splits the drive by sign), the states updated in place when
-            # nothing can observe it, as below
-            kept = [None if k is None else states[k] for k in FireStates.names(spec)]
-            present = [t for t in kept if t is not None]
-            if all(_writable(t, u) for t in present) and len({t.data_ptr() for t in present}) == len(present):
-                y = torch.empty_like(u)
-                mem, nmem, rec, nrec = kept
-                native.fire_step(nplan, u, mem, y, rec=rec, nmem=nmem, nrec=nrec)
-                return y
         mem, nm, rec, nr, sp, sn = forward_step(
             c, u.clamp(min=0), u.clamp(max=0), states["pos_mem"], states["neg_mem"],
             states.get("pos_rec" if spec.dual_rec else "rec"), states.get("neg_rec"),
@@ -85,18 +85,10 @@ def stream_step(layer: Any, x: Tensor) -> Tensor | None:
         # glibc's mmap threshold and can page-fault on every step.
         # (an inference tensor is written in place only under inference mode; PyTorch refuses it elsewhere)
         buf = old if _writable(old, u) else None
-        plan, nplan = d["_stream_cache"][3:5]
         if plan is not None and buf is not None and u.is_contiguous():
             y = torch.empty_like(u)
             native.lif_step(plan, u, buf, y)
             return y
-        if nplan is not None and buf is not None and u.is_contiguous():
-            # the other firing types: the sequence kernel for one step, states updated in place
-            rec = states.get("rec")
-            if not spec.recurrent or (_writable(rec, u) and rec.data_ptr() != buf.data_ptr()):
-                y = torch.empty_like(u)
-                native.fire_step(nplan, u, buf, y, rec=rec)
-                return y
         mem, nm, rec, nr, sp, sn = forward_step(
             c, u, None, old, None, states.get("rec"), None, None, buf, None, buf, None, None, None
         )
