@@ -42,6 +42,18 @@ def with_kernels(monkeypatch, kernels):
     monkeypatch.setattr(fire, "choose_kernels", pick)
 
 
+def random_kwargs(name: str, n: int, layout: str, gen: torch.Generator, rng: random.Random, learn: bool) -> dict:
+    """Random parameter values and ranks of a type (scalars under ``layout="scalar"``), and learnable flags."""
+    kwargs = {}
+    for p, v in random_params(name, n, gen).items():
+        rank = 0 if layout == "scalar" else rng.choice([0, 1, 1])
+        kwargs[p] = v if rank == 1 else float(v[0])
+        kwargs[f"{p}_rank"] = rank
+        if learn:
+            kwargs[f"learn_{p}"] = rng.random() < 0.8
+    return kwargs
+
+
 def test_there_are_twenty_four_firing_types():
     assert len(FIRING) == 24
 
@@ -53,12 +65,7 @@ def test_triton_matches_torch_kernels(name, dtype, monkeypatch):
     for trial, layout in enumerate(["dense", "conv", "scalar"]):
         gen = torch.Generator().manual_seed(rng.randrange(10**6))
         n = 6
-        kwargs = {}
-        for p, v in random_params(name, n, gen).items():
-            rank = 0 if layout == "scalar" else rng.choice([0, 1, 1])
-            kwargs[p] = v if rank == 1 else float(v[0])
-            kwargs[f"{p}_rank"] = rank
-            kwargs[f"learn_{p}"] = rng.random() < 0.8
+        kwargs = random_kwargs(name, n, layout, gen, rng, learn=True)
         kwargs["spike_fn"] = rng.choice(["sigmoid", "atan", "fast_sigmoid", "triangle"])
         kwargs["detach_reset"] = trial == 1
         layer = getattr(snn, name)(n, dim=-3 if layout == "conv" else -1, **kwargs).to(dtype=dtype)
@@ -96,11 +103,7 @@ def test_triton_trace_matches_the_torch_path(name, dtype, monkeypatch):
     for layout in ("dense", "conv", "scalar"):
         gen = torch.Generator().manual_seed(rng.randrange(10**6))
         n = 5
-        kwargs = {}
-        for p, v in random_params(name, n, gen).items():
-            rank = 0 if layout == "scalar" else rng.choice([0, 1, 1])
-            kwargs[p] = v if rank == 1 else float(v[0])
-            kwargs[f"{p}_rank"] = rank
+        kwargs = random_kwargs(name, n, layout, gen, rng, learn=False)
         layer = getattr(snn, name)(n, dim=-3 if layout == "conv" else -1, **kwargs).to(dtype=dtype)
         step_shape = (2, n, 3, 2) if layout == "conv" else (3, n)
         x = torch.randn(13, *step_shape, generator=gen, dtype=dtype) * 1.5

@@ -7,16 +7,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .flat import trace_gradients, trace_pass
+from ..fire.custom_ops import _or_none
+from .flat import backward_inputs, trace_gradients, trace_pass
 
 __all__ = ["trace_native_compiled"]
 
 _INPUTS = ("x", "a", "h0", "na", "nh0")
-_SAVED = ("x", "H", "NH", "h0", "nh0")
-
-
-def _or_none(t: Tensor | None) -> Tensor | None:
-    return None if t is None or (t.numel() == 0 and t.ndim == 1) else t
 
 
 @torch.library.custom_op("tracetorch::trace_native", mutates_args=())
@@ -44,10 +40,7 @@ def trace_native_backward(
     NH: Tensor | None, a: Tensor, h0: Tensor, na: Tensor | None, nh0: Tensor | None, ema: bool, wanted: list[bool],
 ) -> list[Tensor]:  # fmt: skip
     """The gradients of :func:`trace_native`'s tensor inputs (``x, a, h0, na, nh0``) flagged in ``wanted``."""
-    dual = na is not None
-    step = tuple(x.shape[1:])
-    saved = {"x": x if (ema or dual) else None, "H": H if dual else Y, "NH": NH}
-    saved |= {"h0": h0.expand(step).contiguous(), "nh0": nh0.expand(step).contiguous() if dual else None}
+    saved = backward_inputs(x, Y, H, NH, h0, nh0, ema)
     want = dict(zip(_INPUTS, wanted, strict=True))
     g = trace_gradients(saved, a, h0, na, nh0, ema, want, gY, ghT, gnhT)
     return [g[k] for k, on in want.items() if on]

@@ -13,7 +13,7 @@ from ..workspace import give_back_when_dead, take
 from . import native
 from .native import flat_params, trace_variant
 
-__all__ = ["TraceFlat", "trace_gradients", "trace_pass"]
+__all__ = ["TraceFlat", "backward_inputs", "trace_gradients", "trace_pass"]
 
 
 def _empty_big(like: Tensor) -> Tensor:
@@ -36,14 +36,26 @@ def trace_pass(
     NH = alloc(x) if save and dual else None
     hT = x.new_empty(step_shape)
     nhT = x.new_empty(step_shape) if dual else None
-    h0c = h0.expand(step_shape).contiguous()
-    nh0c = nh0.expand(step_shape).contiguous() if dual else None
-    io = {"x": x, "h0": h0c, "nh0": nh0c, "Y": Y, "H": H, "NH": NH, "hT": hT, "nhT": nhT}
+    kept = backward_inputs(x, Y, H, NH, h0, nh0, ema)
+    io = {"x": x, "h0": kept["h0"], "nh0": kept["nh0"], "Y": Y, "H": H, "NH": NH, "hT": hT, "nhT": nhT}
     kernels.trace_forward(trace_variant(dual, ema), x.shape[0], layout, flat, io)
-    saved = {}
-    if save:  # without D the output is the trace itself
-        saved = {"x": x if (ema or dual) else None, "H": H if dual else Y, "NH": NH, "h0": h0c, "nh0": nh0c}
-    return Y, hT, nhT, saved
+    return Y, hT, nhT, kept if save else {}
+
+
+def backward_inputs(
+    x: Tensor, Y: Tensor, H: Tensor | None, NH: Tensor | None, h0: Tensor, nh0: Tensor | None, ema: bool
+) -> dict[str, Tensor | None]:
+    """What :func:`trace_gradients` reads of a pass: ``x`` (under EMA or D), the traces (without D the output is the
+    trace itself) and the initial traces expanded to a step, contiguous."""
+    dual = nh0 is not None
+    step = tuple(x.shape[1:])
+    return {
+        "x": x if (ema or dual) else None,
+        "H": H if dual else Y,
+        "NH": NH,
+        "h0": h0.expand(step).contiguous(),
+        "nh0": nh0.expand(step).contiguous() if dual else None,
+    }
 
 
 def trace_gradients(

@@ -50,6 +50,19 @@ def fwd(x, h0, nh0, Y, H, NH, hT, nhT, p_a, p_oma, p_na, p_ona, T, n, P, J,
 
 
 @triton.jit
+def adjoint_step(g, decay, gy, H, gT, offs, at, n, mask, first, after_first, last, HAS_GT: tl.constexpr):
+    """One trace's reverse step: its adjoint ``G_t = gy_t + a G_{t+1}`` (at T - 1: gy plus the final state's
+    gradient ``gT``, if given) and the decay's partial ``G_t h_{t-1}`` (``h_{-1}``: ``first``)."""
+    if HAS_GT:
+        g_last = gy + tl.load(gT + offs, mask=mask)
+    else:
+        g_last = gy
+    g = tl.where(last, g_last, tl.fma(decay, g, gy))
+    hp = tl.load(H + (at - n), mask=mask & after_first, other=0.0)
+    return g, g * tl.where(after_first, hp, first)
+
+
+@triton.jit
 def bwd(gY, x, H, NH, h0, nh0, ghT, gnhT, gX, gh0, gnh0, acc, p_a, p_oma, p_na, p_ona, T, n, P, J,
         HAS_GHT: tl.constexpr, HAS_GNHT: tl.constexpr, WANT_GX: tl.constexpr,
         DUAL: tl.constexpr, EMA: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
@@ -76,24 +89,11 @@ def bwd(gY, x, H, NH, h0, nh0, ghT, gnhT, gX, gh0, gnh0, acc, p_a, p_oma, p_na, 
         after_first = (offs * 0 + tv) > 0  # a vector: Triton's interpreter cannot AND a vector with a scalar
         last = (offs * 0 + tv) == T - 1
         gy = tl.load(gY + at, mask=mask)
-        # the adjoint of h_t: gy_t + a G_{t+1}, at T - 1 gy plus the final state's gradient
-        if HAS_GHT:
-            g_last = gy + tl.load(ghT + offs, mask=mask)
-        else:
-            g_last = gy
-        g = tl.where(last, g_last, tl.fma(a, g, gy))
-        hp = tl.load(H + (at - n), mask=mask & after_first, other=0.0)
-        hp = tl.where(after_first, hp, first)
-        aa += g * hp
+        g, part = adjoint_step(g, a, gy, H, ghT, offs, at, n, mask, first, after_first, last, HAS_GHT)
+        aa += part
         if DUAL:
-            if HAS_GNHT:
-                gn_last = gy + tl.load(gnhT + offs, mask=mask)
-            else:
-                gn_last = gy
-            gn = tl.where(last, gn_last, tl.fma(na, gn, gy))
-            nhp = tl.load(NH + (at - n), mask=mask & after_first, other=0.0)
-            nhp = tl.where(after_first, nhp, nfirst)
-            an += gn * nhp
+            gn, npart = adjoint_step(gn, na, gy, NH, gnhT, offs, at, n, mask, nfirst, after_first, last, HAS_GNHT)
+            an += npart
             xt = tl.load(x + at, mask=mask)
             if EMA:
                 aa -= g * tl.where(xt < 0.0, zero, xt)
