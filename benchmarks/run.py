@@ -292,35 +292,22 @@ def summarize_goals(results: list[dict], bandwidth: dict | None, workloads: dict
                 "by_malloc": {"any": {"value": ob / cb if ob and cb else None}},
             }
         )
-    if "train_small" in workloads:
-        row = {
-            "what": f"per-call overhead ({size('train_small')}): our `scan` training call / the kernels it launches",
-            "target": "<=",
-            "threshold": GOALS["overhead"],
-            "by_malloc": {},
-        }
+
+    def time_ratio(name: str, what: str, target: str, threshold: float, num: str, den: str) -> None:
+        """A goal on ``time(num) / time(den)`` in workload ``name`` under each malloc mode (if it ran)."""
+        if name not in workloads:
+            return
+        row = {"what": what, "target": target, "threshold": threshold, "by_malloc": {}}
         for m in mallocs:
-            ours, kern = (
-                med(by.get(("train_small", m, "tracetorch-scan"))),
-                med(by.get(("train_small", m, "tracetorch-kernels"))),
-            )
-            row["by_malloc"][m] = {"value": ours / kern if ours and kern else None}
+            a, b = med(by.get((name, m, num))), med(by.get((name, m, den)))
+            row["by_malloc"][m] = {"value": a / b if a and b else None}
         goals.append(row)
-    if "train_dual" in workloads:
-        neuron = workloads["train_dual"].get("neuron", "DLIB")
-        row = {
-            "what": f"{neuron} training ({size('train_dual')}): the torch kernels' time / our native kernels'",
-            "target": ">=",
-            "threshold": GOALS["dual"],
-            "by_malloc": {},
-        }
-        for m in mallocs:
-            nat, tk = (
-                med(by.get(("train_dual", m, "tracetorch-scan"))),
-                med(by.get(("train_dual", m, "tracetorch-torch-kernel"))),
-            )
-            row["by_malloc"][m] = {"value": tk / nat if nat and tk else None}
-        goals.append(row)
+
+    time_ratio("train_small", f"per-call overhead ({size('train_small')}): our `scan` training call / the kernels "
+               "it launches", "<=", GOALS["overhead"], "tracetorch-scan", "tracetorch-kernels")  # fmt: skip
+    neuron = workloads.get("train_dual", {}).get("neuron", "DLIB")
+    time_ratio("train_dual", f"{neuron} training ({size('train_dual')}): the torch kernels' time / our native "
+               "kernels'", ">=", GOALS["dual"], "tracetorch-torch-kernel", "tracetorch-scan")  # fmt: skip
     for g in goals:
         for cell in g["by_malloc"].values():
             v = cell["value"]

@@ -266,33 +266,22 @@ def train_seed(ctx, part: str, seed: int) -> dict[str, Any]:
             if (step + 1) % tc["eval_every"] == 0 or step + 1 == tc["steps"]:
                 row["test_accuracy_subset"] = evaluate(model, task, ctx.config["eval_subset"], seed, ctx.device)
             trainer.log(step, **row)
-    if not trainer.done:
-        if not ctx.options.get("partial"):
-            return {}
-        # --partial: this seed as it stands (the time limit stopped it), evaluated like a finished one
-        wall = trainer.extra["wall_seconds"]
-        return {
-            "seed": seed,
-            "partial": True,
-            "steps_done": trainer.start,
-            "test_accuracy": evaluate(model, task, ev, seed, ctx.device),
-            "train_loss_final": trainer.history[-1]["train_loss"] if trainer.history else None,
-            "wall_seconds": wall,
-            "seconds_per_step": wall / max(trainer.start, 1),
-            "history": trainer.history,
-            "runs": trainer.extra["runs"],
-        }
+    if not trainer.done and not ctx.options.get("partial"):
+        return {}
+    # finished, or (--partial) as it stands where the time limit stopped it: evaluated the same way
     wall = trainer.extra["wall_seconds"]
     result = {
         "seed": seed,
-        "steps_done": tc["steps"],
+        "steps_done": trainer.start,
         "test_accuracy": evaluate(model, task, ev, seed, ctx.device),
         "train_loss_final": trainer.history[-1]["train_loss"] if trainer.history else None,
         "wall_seconds": wall,
-        "seconds_per_step": wall / tc["steps"],
+        "seconds_per_step": wall / max(trainer.start, 1),
         "history": trainer.history,
         "runs": trainer.extra["runs"],
     }
+    if not trainer.done:
+        return {**result, "partial": True}  # never written as the seed's result: a later run resumes
     write_json(done_file, result)
     return result
 
